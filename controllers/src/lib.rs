@@ -1,0 +1,1 @@
+//! dctl controllers (the core-loop issue adds them).

@@ -1,0 +1,10 @@
+//! The controller machinery over etcd, in the manner of kube-runtime.
+#![forbid(unsafe_code)]
+
+pub mod local_etcd;
+pub mod object_key;
+pub mod reflector;
+pub mod watcher;
+
+pub use local_etcd::LocalEtcd;
+pub use object_key::ObjectKey;

@@ -1,0 +1,171 @@
+//! Runs a single-member etcd as a child process on free loopback ports, kind-style.
+//!
+//! Tests start one per test in a temp dir; `dctl up` starts one with its data under the
+//! user's state directory so the cluster's desired state survives a restart.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use tokio::process::{Child, Command};
+
+/// Where Debian's `etcd-server` package puts the binary; `DCTL_ETCD_BIN` overrides it.
+const DEFAULT_ETCD_BIN: &str = "etcd";
+
+/// How long a fresh etcd gets to answer its first request.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+#[derive(Debug, thiserror::Error)]
+pub enum LocalEtcdError {
+    #[error("cannot start `{binary}`: {source} (install it with `apt-get install etcd-server`, or set DCTL_ETCD_BIN)")]
+    Spawn {
+        binary: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot prepare the etcd data directory {dir}: {source}")]
+    DataDir {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot find a free port on 127.0.0.1: {0}")]
+    Port(#[source] std::io::Error),
+    #[error("etcd at {endpoint} did not become ready within {timeout:?} (exit status: {status}); its log is {log}")]
+    NotReady {
+        endpoint: String,
+        timeout: Duration,
+        status: String,
+        log: PathBuf,
+    },
+}
+
+/// A running etcd child process; killed when dropped.
+pub struct LocalEtcd {
+    child: Child,
+    endpoint: String,
+    data_dir: PathBuf,
+    // Keeps a test's temp dir alive as long as the etcd using it.
+    _temp_dir: Option<tempfile::TempDir>,
+}
+
+impl LocalEtcd {
+    /// An etcd with its data in a fresh temp dir, removed when this value is dropped.
+    ///
+    /// # Errors
+    /// When the binary is missing or etcd does not answer within 20 seconds.
+    pub async fn start_temporary() -> Result<LocalEtcd, LocalEtcdError> {
+        let temp_dir = tempfile::Builder::new()
+            .prefix("dctl-etcd-")
+            .tempdir()
+            .map_err(|source| LocalEtcdError::DataDir {
+                dir: std::env::temp_dir(),
+                source,
+            })?;
+        let data_dir = temp_dir.path().to_path_buf();
+        let mut etcd = LocalEtcd::start(&data_dir).await?;
+        etcd._temp_dir = Some(temp_dir);
+        Ok(etcd)
+    }
+
+    /// An etcd keeping its data in `state_dir` (created if missing, reused if present).
+    ///
+    /// # Errors
+    /// When the binary is missing or etcd does not answer within 20 seconds.
+    pub async fn start(state_dir: &Path) -> Result<LocalEtcd, LocalEtcdError> {
+        std::fs::create_dir_all(state_dir).map_err(|source| LocalEtcdError::DataDir {
+            dir: state_dir.to_path_buf(),
+            source,
+        })?;
+        let client_port = free_port()?;
+        let peer_port = free_port()?;
+        let endpoint = format!("http://127.0.0.1:{client_port}");
+        let peer_url = format!("http://127.0.0.1:{peer_port}");
+        let data_dir = state_dir.join("etcd");
+        let log_path = state_dir.join("etcd.log");
+        let log = std::fs::File::create(&log_path).map_err(|source| LocalEtcdError::DataDir {
+            dir: state_dir.to_path_buf(),
+            source,
+        })?;
+        let log_err = log.try_clone().map_err(|source| LocalEtcdError::DataDir {
+            dir: state_dir.to_path_buf(),
+            source,
+        })?;
+        let binary = std::env::var("DCTL_ETCD_BIN").unwrap_or_else(|_| DEFAULT_ETCD_BIN.into());
+        let child = Command::new(&binary)
+            .arg("--name=dctl")
+            .arg(format!("--data-dir={}", data_dir.display()))
+            .arg(format!("--listen-client-urls={endpoint}"))
+            .arg(format!("--advertise-client-urls={endpoint}"))
+            .arg(format!("--listen-peer-urls={peer_url}"))
+            .arg(format!("--initial-advertise-peer-urls={peer_url}"))
+            .arg(format!("--initial-cluster=dctl={peer_url}"))
+            .arg("--initial-cluster-state=new")
+            // The peer URL changes from run to run; a reused data dir must not refuse it.
+            .arg("--force-new-cluster")
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(log_err))
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|source| LocalEtcdError::Spawn {
+                binary: binary.clone(),
+                source,
+            })?;
+        let mut etcd = LocalEtcd {
+            child,
+            endpoint,
+            data_dir,
+            _temp_dir: None,
+        };
+        etcd.wait_ready(&log_path).await?;
+        Ok(etcd)
+    }
+
+    /// `http://127.0.0.1:PORT`
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// Stops etcd and waits for it to exit.
+    pub async fn stop(mut self) {
+        let _ = self.child.kill().await;
+    }
+
+    async fn wait_ready(&mut self, log: &Path) -> Result<(), LocalEtcdError> {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(self.not_ready(log, status.to_string()));
+            }
+            if let Ok(mut client) = etcd_client::Client::connect([&self.endpoint], None).await {
+                if client.status().await.is_ok() {
+                    return Ok(());
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(self.not_ready(log, "still running".into()));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn not_ready(&self, log: &Path, status: String) -> LocalEtcdError {
+        LocalEtcdError::NotReady {
+            endpoint: self.endpoint.clone(),
+            timeout: START_TIMEOUT,
+            status,
+            log: log.to_path_buf(),
+        }
+    }
+}
+
+fn free_port() -> Result<u16, LocalEtcdError> {
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(LocalEtcdError::Port)?;
+    Ok(listener.local_addr().map_err(LocalEtcdError::Port)?.port())
+}
