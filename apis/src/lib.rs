@@ -5,6 +5,16 @@ pub mod meta;
 pub mod resource;
 pub mod validation;
 
+pub mod manifest;
+pub mod selector;
+
+pub mod constraint;
+pub mod duration;
+pub mod probe;
+pub mod quantity;
+pub mod resources;
+pub mod template;
+
 pub mod event;
 pub mod gitsync;
 pub mod network;
@@ -12,12 +22,18 @@ pub mod node;
 pub mod service;
 pub mod task;
 
-pub use event::Event;
+pub use constraint::{Constraint, ConstraintError, NodeFacts};
+pub use duration::{Duration, DurationError};
+pub use event::{Event, EventType, ObjectReference};
 pub use gitsync::GitSync;
+pub use manifest::{Document, ManifestError};
 pub use meta::{Condition, ConditionStatus, ObjectMeta, OwnerReference, Time};
 pub use network::Network;
 pub use node::Node;
+pub use quantity::{Quantity, QuantityError};
 pub use resource::{AnyObject, Kind, Resource, API_VERSION};
+pub use selector::{LabelSelector, SelectorError};
 pub use service::Service;
-pub use task::Task;
+pub use task::{Task, TaskState};
+pub use template::TaskTemplate;
 pub use validation::{FieldError, FieldPath};

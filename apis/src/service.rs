@@ -1,25 +1,367 @@
-//! The Service kind. (Skeleton: the apis work fills in the spec and status fields of DESIGN §2.)
+//! The Service kind: a workload and its published endpoint, Swarm-style.
+
+use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
+use crate::constraint::{Constraint, ConstraintError};
+use crate::duration::Duration;
+use crate::meta::{Condition, Time};
 use crate::resource::resource;
+use crate::template::{check_port_number, PortRef, Protocol, TaskTemplate};
 use crate::validation::{FieldError, FieldPath};
 
-resource!(Service, ServiceSpec, ServiceStatus);
+resource!(
+    /// What should run (the template), how many and where, how it is rolled out, and the
+    /// ports published for it on every node.
+    Service,
+    ServiceSpec,
+    ServiceStatus
+);
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct ServiceSpec {}
-
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct ServiceStatus {}
+pub struct ServiceSpec {
+    #[serde(default)]
+    pub mode: ServiceMode,
+    /// Replicated mode only; 1 by default, `Some` once defaulted. Kept optional so that a
+    /// global service can be told apart from one that asked for a count.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<u32>,
+    #[serde(default)]
+    pub template: TaskTemplate,
+    #[serde(default, skip_serializing_if = "Placement::is_empty")]
+    pub placement: Placement,
+    #[serde(default)]
+    pub update: UpdateConfig,
+    #[serde(default)]
+    pub rollback: UpdateConfig,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub publish: Vec<PublishedPort>,
+}
 
 impl ServiceSpec {
-    pub fn apply_defaults(&mut self) {}
+    pub const DEFAULT_REPLICAS: u32 = 1;
+}
 
-    pub fn validate(&self, path: &FieldPath) -> Vec<FieldError> {
-        let _ = path;
-        Vec::new()
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ServiceMode {
+    /// `replicas` tasks, one per slot.
+    #[default]
+    Replicated,
+    /// One task on every eligible node.
+    Global,
+}
+
+impl ServiceMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceMode::Replicated => "replicated",
+            ServiceMode::Global => "global",
+        }
     }
 }
+
+impl std::fmt::Display for ServiceMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where tasks may run (constraints) and how they spread (preferences).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Placement {
+    /// `node.labels.tier == frontend`; kept as written, parsed by validation and the
+    /// scheduler (`Placement::parsed_constraints`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub constraints: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub preferences: Vec<PlacementPreference>,
+    /// 0 means no limit.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub max_replicas_per_node: u32,
+}
+
+/// Spread tasks evenly over the values of a node label (`node.labels.zone`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PlacementPreference {
+    #[serde(default)]
+    pub spread: String,
+}
+
+/// Swarm's `update_config` (and `rollback_config`), plus a progress deadline.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UpdateConfig {
+    /// Tasks updated at once; 1 by default, 0 means all at once (as in Swarm). `Some`
+    /// once defaulted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parallelism: Option<u32>,
+    /// Between batches.
+    #[serde(default)]
+    pub delay: Duration,
+    #[serde(default)]
+    pub order: UpdateOrder,
+    #[serde(default)]
+    pub failure_action: FailureAction,
+    /// How long each new task is watched for failure after it is Ready; 5s by default,
+    /// `Some` once defaulted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monitor: Option<Duration>,
+    /// The share of updated tasks that may fail before `failureAction` applies, 0 to 1.
+    #[serde(default)]
+    pub max_failure_ratio: f64,
+    /// A rollout that makes no progress this long has failed; 600s by default (as
+    /// Kubernetes' `progressDeadlineSeconds`), `Some` once defaulted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress_deadline: Option<Duration>,
+}
+
+impl UpdateConfig {
+    pub const DEFAULT_PARALLELISM: u32 = 1;
+    pub const DEFAULT_MONITOR: Duration = Duration::from_secs(5);
+    pub const DEFAULT_PROGRESS_DEADLINE: Duration = Duration::from_secs(600);
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UpdateOrder {
+    /// Stop the old task, then start the new one: never more tasks than replicas.
+    #[default]
+    StopFirst,
+    /// Start the new task and stop the old one once the new one is Ready.
+    StartFirst,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FailureAction {
+    #[default]
+    Pause,
+    Continue,
+    Rollback,
+}
+
+/// A port opened on every node by the proxy, forwarding to Ready tasks.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PublishedPort {
+    pub port: i32,
+    /// A container port number or the name of a template port.
+    pub target_port: PortRef,
+    #[serde(default)]
+    pub protocol: Protocol,
+    #[serde(default)]
+    pub mode: PublishMode,
+}
+
+/// Only the routing mesh is implemented; Swarm's `host` mode is not offered.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PublishMode {
+    #[default]
+    Ingress,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ServiceStatus {
+    #[serde(default, skip_serializing_if = "is_zero_i64")]
+    pub observed_generation: i64,
+    /// Tasks that exist and are not terminated.
+    #[serde(default)]
+    pub replicas: u32,
+    #[serde(default)]
+    pub ready_replicas: u32,
+    /// Tasks running the current template.
+    #[serde(default)]
+    pub updated_replicas: u32,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutStatus>,
+    /// The revision of the current template, for `dctl rollout history|undo`.
+    #[serde(default, skip_serializing_if = "is_zero_i64")]
+    pub revision: i64,
+}
+
+/// The state of the latest rollout, as Swarm's `UpdateStatus`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RolloutStatus {
+    pub state: RolloutState,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<Time>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RolloutState {
+    Updating,
+    Paused,
+    Completed,
+    RollbackStarted,
+    RollbackPaused,
+    RollbackCompleted,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+fn is_zero_i64(n: &i64) -> bool {
+    *n == 0
+}
+
+impl Placement {
+    pub fn is_empty(&self) -> bool {
+        self.constraints.is_empty()
+            && self.preferences.is_empty()
+            && self.max_replicas_per_node == 0
+    }
+
+    /// The constraints, parsed.
+    ///
+    /// # Errors
+    /// The first constraint that does not parse (validation reports them all).
+    pub fn parsed_constraints(&self) -> Result<Vec<Constraint>, ConstraintError> {
+        self.constraints
+            .iter()
+            .map(|c| Constraint::parse(c))
+            .collect()
+    }
+}
+
+impl PlacementPreference {
+    /// The label a spread preference names: `node.labels.zone` → (node label, `zone`).
+    pub fn label(&self) -> Option<(SpreadOver, &str)> {
+        let (over, name) = if let Some(name) = self.spread.strip_prefix("node.labels.") {
+            (SpreadOver::NodeLabel, name)
+        } else {
+            (
+                SpreadOver::EngineLabel,
+                self.spread.strip_prefix("engine.labels.")?,
+            )
+        };
+        (!name.is_empty()).then_some((over, name))
+    }
+}
+
+/// Which labels a spread preference reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SpreadOver {
+    NodeLabel,
+    EngineLabel,
+}
+
+impl ServiceSpec {
+    pub fn apply_defaults(&mut self) {
+        if self.mode == ServiceMode::Replicated {
+            self.replicas.get_or_insert(Self::DEFAULT_REPLICAS);
+        }
+        self.template.apply_defaults();
+        self.update.apply_defaults();
+        self.rollback.apply_defaults();
+    }
+
+    pub fn validate(&self, path: &FieldPath) -> Vec<FieldError> {
+        let mut errors = Vec::new();
+        if self.mode == ServiceMode::Global {
+            if self.replicas.is_some() {
+                errors.push(FieldError::new(
+                    &path.child("replicas"),
+                    "not allowed when mode is global",
+                ));
+            }
+            if self.placement.max_replicas_per_node != 0 {
+                let max = path.child("placement").child("maxReplicasPerNode");
+                errors.push(FieldError::new(&max, "not allowed when mode is global"));
+            }
+        }
+        let template = path.child("template");
+        errors.extend(self.template.validate(&template));
+        errors.extend(self.placement.validate(&path.child("placement")));
+        errors.extend(self.update.validate(&path.child("update"), false));
+        errors.extend(self.rollback.validate(&path.child("rollback"), true));
+        let mut published = BTreeSet::new();
+        for (i, port) in self.publish.iter().enumerate() {
+            let path = path.child("publish").index(i);
+            if let Err(message) = check_port_number(port.port) {
+                errors.push(FieldError::new(&path.child("port"), message));
+            } else if !published.insert((port.port, port.protocol)) {
+                let message = format!(
+                    "duplicate published port {}/{}",
+                    port.port,
+                    port.protocol.as_str()
+                );
+                errors.push(FieldError::new(&path.child("port"), message));
+            }
+            let ports = &self.template.ports;
+            errors.extend(port.target_port.validate(
+                &path.child("targetPort"),
+                ports,
+                &template.child("ports"),
+            ));
+        }
+        errors
+    }
+}
+
+impl Placement {
+    fn validate(&self, path: &FieldPath) -> Vec<FieldError> {
+        let mut errors = Vec::new();
+        for (i, constraint) in self.constraints.iter().enumerate() {
+            if let Err(error) = Constraint::parse(constraint) {
+                errors.push(FieldError::new(
+                    &path.child("constraints").index(i),
+                    error.to_string(),
+                ));
+            }
+        }
+        for (i, preference) in self.preferences.iter().enumerate() {
+            if preference.label().is_none() {
+                let spread = path.child("preferences").index(i).child("spread");
+                let message = format!(
+                    "expected node.labels.<name> or engine.labels.<name>, got {:?}",
+                    preference.spread
+                );
+                errors.push(FieldError::new(&spread, message));
+            }
+        }
+        errors
+    }
+}
+
+impl UpdateConfig {
+    pub fn apply_defaults(&mut self) {
+        self.parallelism.get_or_insert(Self::DEFAULT_PARALLELISM);
+        self.monitor.get_or_insert(Self::DEFAULT_MONITOR);
+        self.progress_deadline
+            .get_or_insert(Self::DEFAULT_PROGRESS_DEADLINE);
+    }
+
+    fn validate(&self, path: &FieldPath, is_rollback: bool) -> Vec<FieldError> {
+        let mut errors = Vec::new();
+        if !(0.0..=1.0).contains(&self.max_failure_ratio) {
+            let message = format!("must be between 0 and 1, got {}", self.max_failure_ratio);
+            errors.push(FieldError::new(&path.child("maxFailureRatio"), message));
+        }
+        // A failed rollback cannot itself be rolled back: Swarm allows only pause|continue.
+        if is_rollback && self.failure_action == FailureAction::Rollback {
+            let message = "must be pause or continue for a rollback";
+            errors.push(FieldError::new(&path.child("failureAction"), message));
+        }
+        errors
+    }
+}
+
+#[cfg(test)]
+#[path = "service_tests.rs"]
+mod tests;
