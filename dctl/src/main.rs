@@ -1,1 +1,85 @@
-fn main() {}
+//! dctl: the CLI (`apply`, `get`, `describe`, `delete`, `diff`) and, later, the daemons.
+#![forbid(unsafe_code)]
+
+mod commands;
+mod connect;
+mod exit;
+mod manifest_files;
+mod printers;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::exit::CliError;
+
+/// A Kubernetes-style declarative reconciler over Docker.
+#[derive(Parser)]
+#[command(name = "dctl", version, about, propagate_version = true)]
+struct Cli {
+    /// etcd endpoint(s), comma-separated. Default: the one `dctl up` recorded, else
+    /// http://127.0.0.1:2379.
+    #[arg(long, global = true, env = "DCTL_ETCD", value_delimiter = ',')]
+    etcd: Vec<String>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create or update objects from manifests (files, directories or `-` for stdin).
+    Apply(commands::apply::ApplyArgs),
+    /// Show how the live objects differ from the manifests (exit 0: none, 1: some, >1: error).
+    Diff(commands::diff::DiffArgs),
+    /// List objects, or show one.
+    Get(commands::get::GetArgs),
+    /// Show one object in detail, with its conditions and events.
+    Describe(commands::describe::DescribeArgs),
+    /// Delete objects by kind and name, or those a manifest names.
+    Delete(commands::delete::DeleteArgs),
+}
+
+/// `-f` as kubectl takes it; shared by apply, diff and delete.
+#[derive(Args, Clone, Debug)]
+pub struct FileArgs {
+    /// A manifest file, a directory of them, or `-` for standard input. Repeatable.
+    #[arg(short = 'f', long = "filename", required = true)]
+    pub files: Vec<PathBuf>,
+    /// Descend into subdirectories of directories given with -f.
+    #[arg(short = 'R', long)]
+    pub recursive: bool,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("DCTL_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            return CliError::internal(format!("cannot start the async runtime: {err}")).report()
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(err) => err.report(),
+    }
+}
+
+async fn run(cli: Cli) -> Result<ExitCode, CliError> {
+    let endpoints = connect::endpoints(&cli.etcd);
+    match cli.command {
+        Command::Apply(args) => commands::apply::run(&endpoints, args).await,
+        Command::Diff(args) => commands::diff::run(&endpoints, args).await,
+        Command::Get(args) => commands::get::run(&endpoints, args).await,
+        Command::Describe(args) => commands::describe::run(&endpoints, args).await,
+        Command::Delete(args) => commands::delete::run(&endpoints, args).await,
+    }
+}

@@ -1,9 +1,15 @@
 //! The controller machinery over etcd, in the manner of kube-runtime.
 #![forbid(unsafe_code)]
 
+pub mod controller;
+pub mod events;
+pub mod leader_election;
+pub mod lease;
 pub mod local_etcd;
+pub mod metrics;
 pub mod object_key;
 pub mod reflector;
+pub mod store;
 pub mod watcher;
 
 pub use local_etcd::LocalEtcd;

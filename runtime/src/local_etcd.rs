@@ -45,7 +45,9 @@ pub enum LocalEtcdError {
 pub struct LocalEtcd {
     child: Child,
     endpoint: String,
+    peer_url: String,
     data_dir: PathBuf,
+    log_path: PathBuf,
     // Keeps a test's temp dir alive as long as the etcd using it.
     _temp_dir: Option<tempfile::TempDir>,
 }
@@ -84,43 +86,38 @@ impl LocalEtcd {
         let peer_url = format!("http://127.0.0.1:{peer_port}");
         let data_dir = state_dir.join("etcd");
         let log_path = state_dir.join("etcd.log");
-        let log = std::fs::File::create(&log_path).map_err(|source| LocalEtcdError::DataDir {
-            dir: state_dir.to_path_buf(),
-            source,
-        })?;
-        let log_err = log.try_clone().map_err(|source| LocalEtcdError::DataDir {
-            dir: state_dir.to_path_buf(),
-            source,
-        })?;
-        let binary = std::env::var("DCTL_ETCD_BIN").unwrap_or_else(|_| DEFAULT_ETCD_BIN.into());
-        let child = Command::new(&binary)
-            .arg("--name=dctl")
-            .arg(format!("--data-dir={}", data_dir.display()))
-            .arg(format!("--listen-client-urls={endpoint}"))
-            .arg(format!("--advertise-client-urls={endpoint}"))
-            .arg(format!("--listen-peer-urls={peer_url}"))
-            .arg(format!("--initial-advertise-peer-urls={peer_url}"))
-            .arg(format!("--initial-cluster=dctl={peer_url}"))
-            .arg("--initial-cluster-state=new")
-            // The peer URL changes from run to run; a reused data dir must not refuse it.
-            .arg("--force-new-cluster")
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(log))
-            .stderr(Stdio::from(log_err))
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|source| LocalEtcdError::Spawn {
-                binary: binary.clone(),
-                source,
-            })?;
+        let child = spawn(&endpoint, &peer_url, &data_dir, &log_path)?;
         let mut etcd = LocalEtcd {
             child,
             endpoint,
+            peer_url,
             data_dir,
+            log_path,
             _temp_dir: None,
         };
-        etcd.wait_ready(&log_path).await?;
+        etcd.wait_ready().await?;
         Ok(etcd)
+    }
+
+    /// Kills etcd without giving up its ports or data, to test how others ride out an
+    /// outage; `restart` brings the same member back.
+    pub async fn kill(&mut self) {
+        let _ = self.child.kill().await;
+    }
+
+    /// Starts the same member again on the same ports with the same data.
+    ///
+    /// # Errors
+    /// As for `start`.
+    pub async fn restart(&mut self) -> Result<(), LocalEtcdError> {
+        self.kill().await;
+        self.child = spawn(
+            &self.endpoint,
+            &self.peer_url,
+            &self.data_dir,
+            &self.log_path,
+        )?;
+        self.wait_ready().await
     }
 
     /// `http://127.0.0.1:PORT`
@@ -137,11 +134,12 @@ impl LocalEtcd {
         let _ = self.child.kill().await;
     }
 
-    async fn wait_ready(&mut self, log: &Path) -> Result<(), LocalEtcdError> {
+    async fn wait_ready(&mut self) -> Result<(), LocalEtcdError> {
+        let log = self.log_path.clone();
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
-                return Err(self.not_ready(log, status.to_string()));
+                return Err(self.not_ready(&log, status.to_string()));
             }
             if let Ok(mut client) = etcd_client::Client::connect([&self.endpoint], None).await {
                 if client.status().await.is_ok() {
@@ -149,7 +147,7 @@ impl LocalEtcd {
                 }
             }
             if Instant::now() > deadline {
-                return Err(self.not_ready(log, "still running".into()));
+                return Err(self.not_ready(&log, "still running".into()));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -163,6 +161,42 @@ impl LocalEtcd {
             log: log.to_path_buf(),
         }
     }
+}
+
+fn spawn(
+    endpoint: &str,
+    peer_url: &str,
+    data_dir: &Path,
+    log_path: &Path,
+) -> Result<Child, LocalEtcdError> {
+    let open_log = || {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log_path)
+            .map_err(|source| LocalEtcdError::DataDir {
+                dir: log_path.to_path_buf(),
+                source,
+            })
+    };
+    let binary = std::env::var("DCTL_ETCD_BIN").unwrap_or_else(|_| DEFAULT_ETCD_BIN.into());
+    Command::new(&binary)
+        .arg("--name=dctl")
+        .arg(format!("--data-dir={}", data_dir.display()))
+        .arg(format!("--listen-client-urls={endpoint}"))
+        .arg(format!("--advertise-client-urls={endpoint}"))
+        .arg(format!("--listen-peer-urls={peer_url}"))
+        .arg(format!("--initial-advertise-peer-urls={peer_url}"))
+        .arg(format!("--initial-cluster=dctl={peer_url}"))
+        .arg("--initial-cluster-state=new")
+        // The peer URL changes from run to run; a reused data dir must not refuse it.
+        .arg("--force-new-cluster")
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(open_log()?))
+        .stderr(Stdio::from(open_log()?))
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|source| LocalEtcdError::Spawn { binary, source })
 }
 
 fn free_port() -> Result<u16, LocalEtcdError> {

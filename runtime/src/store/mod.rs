@@ -1,0 +1,259 @@
+//! The typed etcd store: objects as JSON under `/dctl/v1/…`, compare-and-swap on revisions.
+
+mod codec;
+mod error;
+pub mod keys;
+pub(crate) mod retry;
+mod watch;
+mod write;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use dctl_apis::Resource;
+use etcd_client::{ConnectOptions, GetOptions, KvClient};
+
+pub use error::StoreError;
+pub(crate) use watch::WatchBatch;
+pub use watch::WatchEvent;
+pub(crate) use write::now;
+pub use write::Deleted;
+
+use crate::object_key::ObjectKey;
+use retry::{retry, CONNECT_TIMEOUT};
+
+/// How many objects one list request fetches; larger lists are read page by page at the
+/// revision of the first page, so the result is still one consistent snapshot.
+const LIST_PAGE: i64 = 500;
+
+/// The largest response accepted: a page of big objects, or a burst of watch events.
+const MAX_MESSAGE: usize = 64 * 1024 * 1024;
+
+/// A client of the dctl store; cheap to clone, every clone shares one connection.
+///
+/// `resourceVersion` is the key's etcd `mod_revision`: reads fill it in, writes compare it,
+/// and a lost race is a [`StoreError::Conflict`], never a silent overwrite. Transient
+/// failures (etcd restarting, a leader election) are retried with backoff for a few
+/// seconds before they surface as [`StoreError::Unavailable`].
+#[derive(Clone)]
+pub struct Store {
+    // etcd_client::Client is a few kilobytes of per-service handles: share one.
+    inner: Arc<Connection>,
+}
+
+struct Connection {
+    client: etcd_client::Client,
+    kv: KvClient,
+    endpoints: Arc<[String]>,
+}
+
+/// The objects of one kind at one etcd revision; watch from `revision + 1` to miss nothing.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ObjectList<K> {
+    /// Sorted by namespace, then name.
+    pub items: Vec<K>,
+    pub revision: i64,
+}
+
+impl Store {
+    /// Connects and checks that etcd answers.
+    ///
+    /// # Errors
+    /// `Unavailable` ("cannot reach etcd at http://…: …") when no endpoint answers within a
+    /// few seconds.
+    pub async fn connect(endpoints: &[String]) -> Result<Store, StoreError> {
+        let endpoints: Vec<String> = endpoints.iter().map(|e| with_scheme(e.trim())).collect();
+        let unavailable =
+            |source: Box<dyn std::error::Error + Send + Sync>| StoreError::Unavailable {
+                endpoints: endpoints.clone(),
+                source,
+            };
+        if endpoints.is_empty() {
+            return Err(unavailable("no endpoint given".into()));
+        }
+        let options = ConnectOptions::new()
+            .with_connect_timeout(CONNECT_TIMEOUT)
+            // Notices a silently dead connection (a partition, a suspended host) under a
+            // watch; etcd refuses pings more often than every 5 s.
+            .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5))
+            // A member cut off from the majority must not serve stale watches.
+            .with_require_leader(true);
+        let client = etcd_client::Client::connect(&endpoints, Some(options))
+            .await
+            .map_err(|err| unavailable(Box::new(err)))?;
+        let kv = client
+            .kv_client()
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE);
+        let store = Store {
+            inner: Arc::new(Connection {
+                client,
+                kv,
+                endpoints: endpoints.clone().into(),
+            }),
+        };
+        let probe = store.retrying(|_, mut kv| async move {
+            kv.get(
+                keys::ROOT,
+                Some(GetOptions::new().with_prefix().with_count_only()),
+            )
+            .await
+        });
+        match tokio::time::timeout(CONNECT_TIMEOUT, probe).await {
+            Ok(Ok(_)) => Ok(store),
+            Ok(Err(err)) => Err(err),
+            Err(_) => Err(unavailable(Box::new(retry::TimedOut(CONNECT_TIMEOUT)))),
+        }
+    }
+
+    /// The endpoints as connected to, each with its scheme (`http://127.0.0.1:2379`).
+    pub fn endpoints(&self) -> &[String] {
+        &self.inner.endpoints
+    }
+
+    /// The raw etcd client, for what the typed API does not cover (leases, benchmarks).
+    pub fn client(&self) -> etcd_client::Client {
+        self.inner.client.clone()
+    }
+
+    /// # Errors
+    /// `NotFound` when there is no such object; `Decode` when its stored value is not valid.
+    pub async fn get<K: Resource>(&self, namespace: &str, name: &str) -> Result<K, StoreError> {
+        self.try_get(namespace, name)
+            .await?
+            .ok_or_else(|| StoreError::NotFound {
+                kind: K::KIND,
+                key: ObjectKey::new(namespace, name),
+            })
+    }
+
+    /// Like [`Store::get`], with a missing object as `None`.
+    ///
+    /// # Errors
+    /// `Decode` when the stored value is not valid; `Unavailable` when etcd does not answer.
+    pub async fn try_get<K: Resource>(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<K>, StoreError> {
+        let key = keys::object_key(K::KIND, namespace, name)?;
+        let kv = self.get_raw(&key).await?;
+        kv.map(|kv| codec::decode(kv.key(), kv.value(), kv.mod_revision()))
+            .transpose()
+    }
+
+    /// Every object of the kind in `namespace` (all namespaces for `None`), as one snapshot.
+    ///
+    /// # Errors
+    /// `Decode` when a stored value is not valid; `Unavailable` when etcd does not answer.
+    pub async fn list<K: Resource>(
+        &self,
+        namespace: Option<&str>,
+    ) -> Result<ObjectList<K>, StoreError> {
+        let prefix = keys::list_prefix(K::KIND, namespace);
+        let end = keys::prefix_end(&prefix);
+        // A compaction between two pages loses the snapshot; start over a few times.
+        let mut restarts = 0;
+        let (kvs, revision) = loop {
+            match self.list_pages(&prefix, &end).await {
+                Err(StoreError::Compacted { .. }) if restarts < 3 => restarts += 1,
+                other => break other?,
+            }
+        };
+        let mut items = kvs
+            .iter()
+            .map(|kv| codec::decode::<K>(kv.key(), kv.value(), kv.mod_revision()))
+            .collect::<Result<Vec<_>, _>>()?;
+        items.sort_by(|a, b| ObjectKey::of(a).cmp(&ObjectKey::of(b)));
+        Ok(ObjectList { items, revision })
+    }
+
+    async fn list_pages(
+        &self,
+        prefix: &str,
+        end: &[u8],
+    ) -> Result<(Vec<etcd_client::KeyValue>, i64), StoreError> {
+        let mut kvs = Vec::new();
+        let mut start = prefix.as_bytes().to_vec();
+        let mut revision = 0;
+        loop {
+            let options = GetOptions::new()
+                .with_range(end.to_vec())
+                .with_limit(LIST_PAGE)
+                .with_revision(revision);
+            let from = start.clone();
+            let result = self
+                .retrying(|_, mut kv| {
+                    let (from, options) = (from.clone(), options.clone());
+                    async move { kv.get(from, Some(options)).await }
+                })
+                .await;
+            let mut page = match result {
+                Ok(page) => page,
+                Err(StoreError::Etcd(etcd_client::Error::GRpcStatus(status)))
+                    if status.message().contains("compacted") =>
+                {
+                    return Err(StoreError::Compacted { revision });
+                }
+                Err(err) => return Err(err),
+            };
+            if revision == 0 {
+                revision = page.header().map_or(0, |h| h.revision());
+            }
+            let more = page.more();
+            let batch = page.take_kvs();
+            if let Some(last) = batch.last() {
+                // The next page starts just after the last key of this one.
+                start = last.key().to_vec();
+                start.push(0);
+            }
+            kvs.extend(batch);
+            if !more {
+                return Ok((kvs, revision));
+            }
+        }
+    }
+
+    /// The raw value at `key`, if any.
+    pub(crate) async fn get_raw(
+        &self,
+        key: &str,
+    ) -> Result<Option<etcd_client::KeyValue>, StoreError> {
+        let mut response = self
+            .retrying(|_, mut kv| {
+                let key = key.to_string();
+                async move { kv.get(key, None).await }
+            })
+            .await?;
+        Ok(response.take_kvs().into_iter().next())
+    }
+
+    /// Runs one kv request with the store's retry policy; `op` gets the attempt number.
+    pub(crate) async fn retrying<T, F, Fut>(&self, mut op: F) -> Result<T, StoreError>
+    where
+        F: FnMut(u32, KvClient) -> Fut,
+        Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+    {
+        retry(&self.inner.endpoints, |attempt| {
+            op(attempt, self.inner.kv.clone())
+        })
+        .await
+    }
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("endpoints", &self.inner.endpoints)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `127.0.0.1:2379` → `http://127.0.0.1:2379`, so messages show what was dialled.
+fn with_scheme(endpoint: &str) -> String {
+    if endpoint.contains("://") {
+        endpoint.to_string()
+    } else {
+        format!("http://{endpoint}")
+    }
+}
