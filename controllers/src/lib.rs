@@ -1,1 +1,3 @@
-//! dctl controllers (the core-loop issue adds them).
+//! dctl's controllers: one module per control loop. Who writes which field is in
+//! `docs/task-lifecycle.md`.
+#![forbid(unsafe_code)]

@@ -1,6 +1,8 @@
 //! End-to-end test support: a real etcd per test and the built `dctl` binary.
 #![forbid(unsafe_code)]
 
+pub mod docker;
+
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 use std::time::Duration;
