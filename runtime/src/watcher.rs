@@ -8,7 +8,7 @@ use dctl_apis::Resource;
 use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
 
-use crate::store::{Store, StoreError, WatchBatch, WatchEvent};
+use crate::store::{keys, Store, StoreError, WatchBatch, WatchEvent};
 
 /// What a watcher tells its consumers, kube-runtime style.
 #[derive(Clone, Debug, PartialEq)]
@@ -30,9 +30,29 @@ pub enum Event<K> {
 pub struct Config {
     /// Only this namespace; `None` (the default) watches every namespace.
     pub namespace: Option<String>,
+    /// Instead of the kind's own keys, the Tasks assigned to this node (its agent's view;
+    /// see `Store::bind_task`). Only meaningful for `Task`.
+    pub assigned_to: Option<String>,
 }
 
 impl Config {
+    /// The Tasks bound to `node`, read from its assignment keys.
+    #[must_use]
+    pub fn assignments(node: impl Into<String>) -> Self {
+        Config {
+            namespace: None,
+            assigned_to: Some(node.into()),
+        }
+    }
+
+    /// The etcd prefix this config covers for kind `K`.
+    fn prefix<K: Resource>(&self) -> String {
+        match &self.assigned_to {
+            Some(node) => keys::assignments_prefix(node),
+            None => keys::list_prefix(K::KIND, self.namespace.as_deref()),
+        }
+    }
+
     #[must_use]
     pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
         self.namespace = Some(namespace.into());
@@ -98,7 +118,7 @@ pub fn watcher<K: Resource>(
 ) -> impl Stream<Item = Result<Event<K>, Error>> + Send {
     let state = State::<K> {
         store,
-        namespace: config.namespace,
+        prefix: config.prefix::<K>(),
         phase: Phase::List,
         watch: None,
         pending: VecDeque::new(),
@@ -122,7 +142,7 @@ enum Phase {
 
 struct State<K> {
     store: Store,
-    namespace: Option<String>,
+    prefix: String,
     phase: Phase,
     watch: Option<BoxStream<'static, Result<WatchBatch<K>, StoreError>>>,
     pending: VecDeque<Result<Event<K>, Error>>,
@@ -151,11 +171,7 @@ impl<K: Resource> State<K> {
             };
             let watch = match &mut self.watch {
                 Some(watch) => watch,
-                None => match self
-                    .store
-                    .watch_batches::<K>(self.namespace.as_deref(), from)
-                    .await
-                {
+                None => match self.store.watch_batches::<K>(&self.prefix, from).await {
                     Ok(watch) => self.watch.insert(watch.boxed()),
                     Err(StoreError::Compacted { revision }) => {
                         self.relist_after(revision);
@@ -179,7 +195,7 @@ impl<K: Resource> State<K> {
 
     async fn list(&mut self) -> Result<(), Error> {
         let kind = K::KIND.plural();
-        let list = match self.store.list::<K>(self.namespace.as_deref()).await {
+        let list = match self.store.list_under::<K>(&self.prefix).await {
             Ok(list) => list,
             Err(source) => {
                 self.delay = self.backoff.next();

@@ -49,6 +49,16 @@ pub fn list_prefix(kind: Kind, namespace: Option<&str>) -> String {
     }
 }
 
+/// Where a Task bound to `node` is mirrored for that node's agent to watch.
+pub fn assignment_key(node: &str, namespace: &str, name: &str) -> String {
+    format!("{}{namespace}/{name}", assignments_prefix(node))
+}
+
+/// Everything assigned to `node`.
+pub fn assignments_prefix(node: &str) -> String {
+    format!("{ROOT}assignments/{node}/")
+}
+
 /// The key of an object that is not a resource kind: leader-election leases
 /// (`/dctl/v1/leases/<name>`) and the like.
 pub fn system_key(collection: &str, name: &str) -> String {

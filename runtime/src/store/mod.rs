@@ -1,5 +1,6 @@
 //! The typed etcd store: objects as JSON under `/dctl/v1/…`, compare-and-swap on revisions.
 
+mod assignments;
 mod codec;
 mod error;
 pub mod keys;
@@ -150,12 +151,20 @@ impl Store {
         &self,
         namespace: Option<&str>,
     ) -> Result<ObjectList<K>, StoreError> {
-        let prefix = keys::list_prefix(K::KIND, namespace);
-        let end = keys::prefix_end(&prefix);
+        self.list_under::<K>(&keys::list_prefix(K::KIND, namespace))
+            .await
+    }
+
+    /// Every object of the kind stored under `prefix`, as one snapshot.
+    pub(crate) async fn list_under<K: Resource>(
+        &self,
+        prefix: &str,
+    ) -> Result<ObjectList<K>, StoreError> {
+        let end = keys::prefix_end(prefix);
         // A compaction between two pages loses the snapshot; start over a few times.
         let mut restarts = 0;
         let (kvs, revision) = loop {
-            match self.list_pages(&prefix, &end).await {
+            match self.list_pages(prefix, &end).await {
                 Err(StoreError::Compacted { .. }) if restarts < 3 => restarts += 1,
                 other => break other?,
             }

@@ -41,7 +41,8 @@ impl Store {
         from_revision: i64,
     ) -> Result<impl Stream<Item = Result<WatchEvent<K>, StoreError>> + Send + 'static, StoreError>
     {
-        let batches = self.watch_batches::<K>(namespace, from_revision).await?;
+        let prefix = keys::list_prefix(K::KIND, namespace);
+        let batches = self.watch_batches::<K>(&prefix, from_revision).await?;
         Ok(batches.flat_map(|batch| match batch {
             Ok(batch) => stream::iter(batch.events),
             Err(err) => stream::iter(vec![Err(err)]),
@@ -52,11 +53,11 @@ impl Store {
     /// revisions to resume from).
     pub(crate) async fn watch_batches<K: Resource>(
         &self,
-        namespace: Option<&str>,
+        prefix: &str,
         from_revision: i64,
     ) -> Result<impl Stream<Item = Result<WatchBatch<K>, StoreError>> + Send + 'static, StoreError>
     {
-        let prefix = keys::list_prefix(K::KIND, namespace);
+        let prefix = prefix.to_string();
         let options = WatchOptions::new()
             .with_range(keys::prefix_end(&prefix))
             .with_start_revision(from_revision)

@@ -5,7 +5,7 @@ use dctl_apis::{Resource, Time};
 use etcd_client::{Compare, CompareOp, KeyValue, Txn, TxnOp, TxnOpResponse, TxnResponse};
 use serde_json::Value;
 
-use super::{codec, keys, Store, StoreError};
+use super::{assignments, codec, keys, Store, StoreError};
 use crate::object_key::ObjectKey;
 
 /// How often `delete` re-reads an object that others keep changing under it.
@@ -23,13 +23,13 @@ pub enum Deleted<K> {
 
 /// What a compare-and-swap expects of the key.
 #[derive(Clone, Copy)]
-enum Expect {
+pub(super) enum Expect {
     Absent,
     ModRevision(i64),
 }
 
 /// How a compare-and-swap ended.
-enum Cas {
+pub(super) enum Cas {
     Done { revision: i64 },
     Lost { current: Option<KeyValue> },
 }
@@ -50,7 +50,11 @@ impl Store {
         meta.generation = 1;
         meta.resource_version = None;
         let value = codec::encode(&stored)?;
-        match self.compare_and_put(&key, Expect::Absent, value).await? {
+        let mirror = assignments::on_put(K::KIND, None, &value)?;
+        match self
+            .compare_and_put(&key, Expect::Absent, value, mirror)
+            .await?
+        {
             Cas::Done { revision } => {
                 stored.meta_mut().resource_version = Some(revision);
                 Ok(stored)
@@ -94,10 +98,12 @@ impl Store {
 
         let meta = desired.meta();
         let outcome = if meta.deletion_timestamp.is_some() && meta.finalizers.is_empty() {
-            self.compare_and_delete(&key, expected).await?
+            let mirror = assignments::on_delete(K::KIND, &current_value);
+            self.compare_and_delete(&key, expected, mirror).await?
         } else {
             let bytes = serde_json::to_vec(&value).map_err(|err| invalid(object, err))?;
-            self.compare_and_put(&key, Expect::ModRevision(expected), bytes)
+            let mirror = assignments::on_put(K::KIND, Some(&current_value), &bytes)?;
+            self.compare_and_put(&key, Expect::ModRevision(expected), bytes, mirror)
                 .await?
         };
         self.written(object, &key, value, outcome)
@@ -123,8 +129,9 @@ impl Store {
             return Ok(current);
         }
         let bytes = serde_json::to_vec(&value).map_err(|err| invalid(object, err))?;
+        let mirror = assignments::on_put(K::KIND, Some(&current_value), &bytes)?;
         let outcome = self
-            .compare_and_put(&key, Expect::ModRevision(expected), bytes)
+            .compare_and_put(&key, Expect::ModRevision(expected), bytes, mirror)
             .await?;
         self.written(object, &key, value, outcome)
     }
@@ -152,7 +159,12 @@ impl Store {
             };
             let mut object: K = codec::decode(kv.key(), kv.value(), kv.mod_revision())?;
             if object.meta().finalizers.is_empty() {
-                match self.compare_and_delete(&key, kv.mod_revision()).await? {
+                let stored = codec::to_value(&object)?;
+                let mirror = assignments::on_delete(K::KIND, &stored);
+                match self
+                    .compare_and_delete(&key, kv.mod_revision(), mirror)
+                    .await?
+                {
                     Cas::Done { .. } => return Ok(Deleted::Gone(object)),
                     Cas::Lost { current: None } => return Err(not_found()),
                     Cas::Lost { current: Some(_) } => continue,
@@ -161,10 +173,12 @@ impl Store {
             if object.meta().deletion_timestamp.is_some() {
                 return Ok(Deleted::Pending(object));
             }
+            let before = codec::to_value(&object)?;
             object.meta_mut().deletion_timestamp = Some(now());
             let value = codec::encode(&object)?;
+            let mirror = assignments::on_put(K::KIND, Some(&before), &value)?;
             match self
-                .compare_and_put(&key, Expect::ModRevision(kv.mod_revision()), value)
+                .compare_and_put(&key, Expect::ModRevision(kv.mod_revision()), value, mirror)
                 .await?
             {
                 Cas::Done { revision } => {
@@ -182,7 +196,7 @@ impl Store {
     }
 
     /// The key, the revision the caller read, and the object as stored now.
-    async fn read_for_update<K: Resource>(
+    pub(super) async fn read_for_update<K: Resource>(
         &self,
         object: &K,
     ) -> Result<(String, i64, K), StoreError> {
@@ -205,7 +219,7 @@ impl Store {
     }
 
     /// The object as written by an update, or why the write lost.
-    fn written<K: Resource>(
+    pub(super) fn written<K: Resource>(
         &self,
         object: &K,
         key: &str,
@@ -219,12 +233,14 @@ impl Store {
         }
     }
 
-    /// Puts `value` at `key` if the key is as expected.
-    async fn compare_and_put(
+    /// Puts `value` at `key` if the key is as expected, with `also` (the keys that mirror
+    /// it) in the same transaction.
+    pub(super) async fn compare_and_put(
         &self,
         key: &str,
         expect: Expect,
         value: Vec<u8>,
+        also: Vec<TxnOp>,
     ) -> Result<Cas, StoreError> {
         let compare = match expect {
             Expect::Absent => Compare::create_revision(key, CompareOp::Equal, 0),
@@ -232,9 +248,11 @@ impl Store {
         };
         let (response, retried) = self
             .retrying(|attempt, mut kv| {
+                let mut ops = vec![TxnOp::put(key, value.clone(), None)];
+                ops.extend(also.iter().cloned());
                 let txn = Txn::new()
                     .when([compare.clone()])
-                    .and_then([TxnOp::put(key, value.clone(), None)])
+                    .and_then(ops)
                     .or_else([TxnOp::get(key, None)]);
                 async move { kv.txn(txn).await.map(|r| (r, attempt > 0)) }
             })
@@ -255,13 +273,20 @@ impl Store {
         Ok(Cas::Lost { current })
     }
 
-    /// Deletes `key` if it is still at `revision`.
-    async fn compare_and_delete(&self, key: &str, revision: i64) -> Result<Cas, StoreError> {
+    /// Deletes `key` if it is still at `revision`, with `also` in the same transaction.
+    async fn compare_and_delete(
+        &self,
+        key: &str,
+        revision: i64,
+        also: Vec<TxnOp>,
+    ) -> Result<Cas, StoreError> {
         let (response, retried) = self
             .retrying(|attempt, mut kv| {
+                let mut ops = vec![TxnOp::delete(key, None)];
+                ops.extend(also.iter().cloned());
                 let txn = Txn::new()
                     .when([Compare::mod_revision(key, CompareOp::Equal, revision)])
-                    .and_then([TxnOp::delete(key, None)])
+                    .and_then(ops)
                     .or_else([TxnOp::get(key, None)]);
                 async move { kv.txn(txn).await.map(|r| (r, attempt > 0)) }
             })
