@@ -4,6 +4,7 @@ mod assignments;
 mod codec;
 mod error;
 pub mod keys;
+mod modify;
 pub(crate) mod retry;
 mod watch;
 mod write;
