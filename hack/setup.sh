@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Installs what a fresh machine lacks to build and test dctl: protoc (etcd-client's build
-# needs it), etcd (the store; Debian's etcd-server gives /usr/bin/etcd) and busybox-static
-# (the test images are built FROM scratch from static binaries; no registry is reachable).
+# needs it), etcd (the store; Debian's etcd-server gives /usr/bin/etcd), static libc and
+# busybox-static (test images are built FROM scratch from static binaries: no registry is
+# reachable). Docker itself comes with the machine; without it, say so.
 set -euo pipefail
 
 need=()
 command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
 command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
 [ -x /bin/busybox ] || [ -x /usr/bin/busybox ] || need+=(busybox-static)
+# The test image is a static binary (glibc's libc.a, from libc6-dev) in a FROM scratch image.
+[ -f "/usr/lib/$(uname -m)-linux-gnu/libc.a" ] || need+=(libc6-dev)
 
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""
@@ -20,6 +23,10 @@ fi
 # Debian may start the packaged etcd as a service; dctl runs its own, so stop that one.
 if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet etcd 2>/dev/null; then
   systemctl stop etcd || true
+fi
+
+if ! docker info >/dev/null 2>&1; then
+  echo "hack/setup.sh: warning: the Docker daemon does not answer; the end-to-end tests need it" >&2
 fi
 
 command -v cargo-nextest >/dev/null 2>&1 || cargo install --locked cargo-nextest

@@ -1,6 +1,7 @@
 //! End-to-end test support: a real etcd per test and the built `dctl` binary.
 #![forbid(unsafe_code)]
 
+pub mod cluster;
 pub mod docker;
 
 use std::path::{Path, PathBuf};
@@ -12,6 +13,26 @@ use dctl_runtime::LocalEtcd;
 use tempfile::TempDir;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, ChildStdout, Command};
+
+/// Builds the test workload image (`dctl-test/server:1`, also tagged `dctl-demo/web:1`)
+/// with `hack/images.sh`, once per test process; quick when it is already built.
+pub fn ensure_test_image() {
+    static BUILT: std::sync::Once = std::sync::Once::new();
+    BUILT.call_once(|| {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../hack/images.sh");
+        let output = std::process::Command::new("bash")
+            .arg(&script)
+            .output()
+            .expect("bash runs hack/images.sh");
+        assert!(
+            output.status.success(),
+            "{} failed: {}{}",
+            script.display(),
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    });
+}
 
 /// The `dctl` binary under test: `DCTL_BIN`, else the one cargo built next to this test
 /// (`hack/test.sh` builds the workspace before running the tests).

@@ -1,0 +1,219 @@
+//! A dctl cluster on this machine for end-to-end tests: a real etcd, `dctl
+//! controller-manager` processes and `dctl agent` processes (several nodes sharing the one
+//! Docker engine), all started from the built binary.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::process::{Child, Command};
+
+use crate::docker::DockerLeftovers;
+use crate::{dctl_binary, TestEnv};
+
+/// How fast failures are noticed in tests: a dead node after 5 s, a dead leader after 3 s.
+const NODE_GRACE_PERIOD: &str = "5s";
+const LEADER_LEASE: &str = "3s";
+
+/// One dctl process, killed when dropped; its log is kept in the test's temp dir.
+pub struct Daemon {
+    child: Child,
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    /// SIGKILL: a crash, not a clean stop (heartbeats and leases are left to expire).
+    pub async fn kill(&mut self) {
+        let _ = self.child.kill().await;
+    }
+
+    /// SIGINT, as Ctrl-C; waits for the process to exit and returns its exit code.
+    pub async fn interrupt(&mut self) -> Option<i32> {
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-INT", &pid.to_string()])
+                .status();
+        }
+        let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .ok()?
+            .ok()?;
+        status.code()
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// A running cluster. Drop order matters: the daemons go first, then the Docker leftovers.
+pub struct Cluster {
+    pub managers: Vec<Daemon>,
+    pub agents: BTreeMap<String, Daemon>,
+    pub leftovers: DockerLeftovers,
+    pub env: TestEnv,
+    logs: u32,
+}
+
+impl Cluster {
+    /// A cluster with one controller-manager and no agent yet.
+    pub async fn start(test_name: &str) -> Cluster {
+        crate::ensure_test_image();
+        let mut cluster = Cluster {
+            managers: Vec::new(),
+            agents: BTreeMap::new(),
+            leftovers: DockerLeftovers::new(test_name),
+            env: TestEnv::start().await,
+            logs: 0,
+        };
+        cluster.start_manager();
+        cluster
+    }
+
+    /// This run's name for a node: node names are unique per run, because agents of
+    /// concurrent tests share one Docker engine and each owns its node's containers.
+    pub fn node(&self, short: &str) -> String {
+        format!(
+            "{short}-{}",
+            self.leftovers.run_id.rsplit('-').next().unwrap_or("x")
+        )
+    }
+
+    pub fn start_manager(&mut self) {
+        let identity = format!("manager-{}", self.managers.len());
+        let daemon = self.spawn(&[
+            "controller-manager",
+            "--identity",
+            &identity,
+            "--node-grace-period",
+            NODE_GRACE_PERIOD,
+            "--leader-lease",
+            LEADER_LEASE,
+        ]);
+        self.managers.push(daemon);
+    }
+
+    /// Starts (or restarts) the agent of node `short` with these node labels.
+    pub fn start_agent(&mut self, short: &str, labels: &[(&str, &str)]) -> String {
+        let node = self.node(short);
+        let (key, value) = self.leftovers.label();
+        let container_label = format!("{key}={value}");
+        let mut args = vec![
+            "agent".to_string(),
+            "--node".into(),
+            node.clone(),
+            "--container-label".into(),
+            container_label,
+        ];
+        for (k, v) in labels {
+            args.push("--label".into());
+            args.push(format!("{k}={v}"));
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let daemon = self.spawn(&args);
+        self.agents.insert(node.clone(), daemon);
+        node
+    }
+
+    /// Kills a node's agent as a crash would (its containers keep running).
+    pub async fn kill_agent(&mut self, node: &str) {
+        if let Some(mut agent) = self.agents.remove(node) {
+            agent.kill().await;
+        }
+    }
+
+    fn spawn(&mut self, args: &[&str]) -> Daemon {
+        self.logs += 1;
+        let log = self
+            .env
+            .dir
+            .path()
+            .join(format!("daemon-{}-{}.log", self.logs, args[0]));
+        let file = std::fs::File::create(&log).expect("create daemon log");
+        let err = file.try_clone().expect("clone log handle");
+        let child = Command::new(dctl_binary())
+            .args(args)
+            .env("DCTL_ETCD", self.env.endpoint())
+            .env("XDG_STATE_HOME", self.env.dir.path().join("state"))
+            .env("DCTL_LOG", "info,dctl_runtime=warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(file))
+            .stderr(Stdio::from(err))
+            .kill_on_drop(true)
+            .spawn()
+            .expect("dctl starts");
+        Daemon { child, log }
+    }
+
+    /// Every daemon's log, for a failing test's message.
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        for daemon in self.managers.iter().chain(self.agents.values()) {
+            out.push_str(&format!(
+                "==> {}\n{}\n",
+                daemon.log.display(),
+                daemon.log_text()
+            ));
+        }
+        out
+    }
+
+    /// The ids of this run's running containers, with their labels.
+    pub fn containers(&self) -> Vec<Container> {
+        let (key, value) = self.leftovers.label();
+        let output = std::process::Command::new("docker")
+            .args([
+                "ps",
+                "--filter",
+                &format!("label={key}={value}"),
+                "--format",
+                "{{.ID}}\t{{.Label \"dctl.node\"}}\t{{.Label \"dctl.service\"}}\t{{.Label \"dctl.task\"}}",
+            ])
+            .output()
+            .expect("docker ps runs");
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .filter_map(|line| {
+                let mut fields = line.split('\t');
+                Some(Container {
+                    id: fields.next()?.to_string(),
+                    node: fields.next()?.to_string(),
+                    service: fields.next()?.to_string(),
+                    task: fields.next()?.to_string(),
+                })
+            })
+            .collect()
+    }
+
+    /// Polls `check` every 200 ms until it returns `Some`, or panics after `timeout` with
+    /// `what` and the daemons' logs.
+    pub async fn wait_for<T, F, Fut>(&self, what: &str, timeout: Duration, mut check: F) -> T
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Option<T>>,
+    {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(value) = check().await {
+                return value;
+            }
+            if tokio::time::Instant::now() > deadline {
+                panic!(
+                    "timed out after {timeout:?} waiting for {what}\n{}",
+                    self.logs()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+/// A running container of the test run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Container {
+    pub id: String,
+    pub node: String,
+    pub service: String,
+    pub task: String,
+}

@@ -1,0 +1,88 @@
+//! dctl's test workload: a static HTTP server with switchable health, readiness and exit.
+//!
+//! `GET /` says who and which version answered; `/healthz` and `/ready` answer 200 until
+//! `POST /healthz/fail` or `POST /ready/fail` (and again after `…/ok`); `GET /exit?code=N`
+//! exits with N after answering; `GET /sleep?ms=N` answers late; `GET /upstream` fetches
+//! the `--upstream` URL. SIGTERM exits 0 at once. See `config.rs` for the settings.
+#![forbid(unsafe_code)]
+
+mod config;
+mod http;
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::thread;
+
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let env: BTreeMap<String, String> = std::env::vars().collect();
+    let config = match config::parse(&args, &env) {
+        Ok(config) => config,
+        Err(message) => {
+            eprintln!("dctl-testserver: {message}");
+            std::process::exit(2);
+        }
+    };
+
+    // First, so that a stop during the startup delay is prompt too. As PID 1 in a
+    // container, a process without a handler never sees SIGTERM at all.
+    match Signals::new([SIGTERM, SIGINT]) {
+        Ok(mut signals) => {
+            thread::spawn(move || {
+                if let Some(signal) = signals.forever().next() {
+                    println!("received signal {signal}; exiting");
+                    std::process::exit(0);
+                }
+            });
+        }
+        Err(err) => eprintln!("dctl-testserver: cannot handle SIGTERM: {err}"),
+    }
+
+    if let Some(after) = config.crash_after {
+        thread::spawn(move || {
+            thread::sleep(after);
+            println!("crashing after {after:?} as asked");
+            std::process::exit(1);
+        });
+    }
+
+    if !config.startup_delay.is_zero() {
+        println!("starting in {:?}", config.startup_delay);
+        thread::sleep(config.startup_delay);
+    }
+
+    let listener = match TcpListener::bind(("0.0.0.0", config.port)) {
+        Ok(listener) => listener,
+        Err(err) => {
+            eprintln!(
+                "dctl-testserver: cannot listen on port {}: {err}",
+                config.port
+            );
+            std::process::exit(1);
+        }
+    };
+    println!(
+        "{} version {} listening on :{} (ready: {})",
+        config.name, config.version, config.port, config.ready
+    );
+    let state = Arc::new(http::State {
+        healthy: AtomicBool::new(true),
+        ready: AtomicBool::new(config.ready),
+        config,
+    });
+    for stream in listener.incoming() {
+        match stream {
+            Ok(stream) => {
+                let state = state.clone();
+                thread::spawn(move || http::serve(stream, &state));
+            }
+            // Out of descriptors or a reset before accept: the next one may work.
+            Err(err) => eprintln!("dctl-testserver: accept failed: {err}"),
+        }
+    }
+}
