@@ -3,6 +3,7 @@
 
 mod commands;
 mod connect;
+mod daemons;
 mod exit;
 mod manifest_files;
 mod printers;
@@ -39,6 +40,17 @@ enum Command {
     Describe(commands::describe::DescribeArgs),
     /// Delete objects by kind and name, or those a manifest names.
     Delete(commands::delete::DeleteArgs),
+    /// Set a replicated service's replica count: `dctl scale service/web=5`.
+    Scale(commands::scale::ScaleArgs),
+    /// List nodes, or change one's availability and labels.
+    #[command(subcommand)]
+    Node(commands::node::NodeCommand),
+    /// Run everything on this machine: a local etcd, the controller-manager and an agent.
+    Up(daemons::up::UpArgs),
+    /// Run the cluster controllers (one of several acts: leader election).
+    ControllerManager(daemons::controller_manager::ControllerManagerArgs),
+    /// Run a node's agent against the local Docker engine.
+    Agent(daemons::agent::AgentArgs),
 }
 
 /// `-f` as kubectl takes it; shared by apply, diff and delete.
@@ -53,14 +65,19 @@ pub struct FileArgs {
 }
 
 fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // Daemons report what they do; CLI verbs stay quiet unless something is wrong.
+    let default_level = match cli.command {
+        Command::Up(_) | Command::ControllerManager(_) | Command::Agent(_) => "info",
+        _ => "warn",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("DCTL_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(err) => {
@@ -81,5 +98,17 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Get(args) => commands::get::run(&endpoints, args).await,
         Command::Describe(args) => commands::describe::run(&endpoints, args).await,
         Command::Delete(args) => commands::delete::run(&endpoints, args).await,
+        Command::Scale(args) => commands::scale::run(&endpoints, args).await,
+        Command::Node(command) => commands::node::run(&endpoints, command).await,
+        Command::Up(args) => daemons::up::run(args).await,
+        Command::ControllerManager(args) => {
+            daemons::controller_manager::run(&endpoints, args, daemons::Shutdown::on_signals())
+                .await;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Agent(args) => {
+            daemons::agent::run(&endpoints, args, daemons::Shutdown::on_signals()).await;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }

@@ -3,9 +3,12 @@
 use std::process::ExitCode;
 
 use clap::Args;
-use dctl_apis::{with_object, Resource};
+use std::any::Any;
+use std::collections::HashMap;
+
+use dctl_apis::manifest::Document;
+use dctl_apis::{with_object, Kind, Resource};
 use dctl_runtime::store::Store;
-use futures::stream::{self, StreamExt};
 use serde_json::Value;
 
 use crate::commands::object_name;
@@ -15,8 +18,9 @@ use crate::{connect, manifest_files, FileArgs};
 /// How many times a write that lost a race re-reads and tries again.
 const CONFLICT_RETRIES: usize = 5;
 
-/// Objects applied at once.
-const APPLY_IN_FLIGHT: usize = 16;
+/// From how many objects of one kind in one namespace a manifest's live objects are read
+/// with one list rather than a get each.
+const LIST_THRESHOLD: usize = 16;
 
 #[derive(Args)]
 pub struct ApplyArgs {
@@ -53,22 +57,15 @@ pub async fn run(endpoints: &[String], args: ApplyArgs) -> Result<ExitCode, CliE
     }
     let store = connect::store(endpoints).await?;
     let suffix = if args.dry_run { " (dry run)" } else { "" };
-    // Objects are independent (controllers are level-triggered, so order carries no
-    // meaning), so several are written at once; results print in document order.
-    let mut results = stream::iter(&documents)
-        .map(|document| {
-            let store = &store;
-            async move {
-                with_object!(&document.object, o => apply_object(store, o, args.dry_run).await)
-            }
-        })
-        .buffered(APPLY_IN_FLIGHT);
+    let mut live = LiveObjects::new(&documents);
     let mut first_error: Option<CliError> = None;
-    let mut index = 0;
-    while let Some(result) = results.next().await {
-        let object = &documents[index].object;
-        index += 1;
+    // One at a time, in document order, as kubectl does: where order matters (of two
+    // overlapping networks the earlier one wins) the file says which comes first.
+    for document in &documents {
+        let object = &document.object;
         let name = object_name(object.kind(), &object.meta().name);
+        let result =
+            with_object!(object, o => apply_object(&store, o, args.dry_run, &mut live).await);
         match result {
             Ok(outcome) => println!("{name} {outcome}{suffix}"),
             Err(err) => {
@@ -83,20 +80,81 @@ pub async fn run(endpoints: &[String], args: ApplyArgs) -> Result<ExitCode, CliE
     }
 }
 
+/// The live objects of the (kind, namespace) pairs a manifest names many objects of, each
+/// read with one list instead of a get per object.
+struct LiveObjects {
+    /// How many documents name each pair.
+    counts: HashMap<(Kind, String), usize>,
+    /// `HashMap<String, K>` of the live objects by name, for the pairs listed so far.
+    listed: HashMap<(Kind, String), Box<dyn Any + Send>>,
+}
+
+impl LiveObjects {
+    fn new(documents: &[Document]) -> Self {
+        let mut counts = HashMap::new();
+        for document in documents {
+            let pair = (
+                document.object.kind(),
+                document.object.meta().namespace().to_string(),
+            );
+            *counts.entry(pair).or_insert(0) += 1;
+        }
+        LiveObjects {
+            counts,
+            listed: HashMap::new(),
+        }
+    }
+
+    /// The live object (or its absence) from a list, when its pair is worth listing;
+    /// `None` when the caller should read it itself.
+    async fn lookup<K: Resource>(
+        &mut self,
+        store: &Store,
+        desired: &K,
+    ) -> Result<Option<Option<K>>, CliError> {
+        let meta = desired.meta();
+        let pair = (K::KIND, meta.namespace().to_string());
+        if self.counts.get(&pair).copied().unwrap_or(0) < LIST_THRESHOLD {
+            return Ok(None);
+        }
+        if !self.listed.contains_key(&pair) {
+            let namespace = K::KIND.namespaced().then_some(pair.1.as_str());
+            let items: HashMap<String, K> = store
+                .list::<K>(namespace)
+                .await?
+                .items
+                .into_iter()
+                .map(|o| (o.meta().name.clone(), o))
+                .collect();
+            self.listed.insert(pair.clone(), Box::new(items));
+        }
+        let items = self.listed[&pair]
+            .downcast_ref::<HashMap<String, K>>()
+            .expect("each pair is listed as its own kind");
+        Ok(Some(items.get(&meta.name).cloned()))
+    }
+}
+
 /// Makes the stored object match `desired`, writing only when something differs.
 ///
 /// # Errors
 /// Store errors; a conflict only after `CONFLICT_RETRIES` re-reads all lost their race.
-pub async fn apply_object<K: Resource>(
+async fn apply_object<K: Resource>(
     store: &Store,
     desired: &K,
     dry_run: bool,
+    live: &mut LiveObjects,
 ) -> Result<Outcome, CliError> {
     let meta = desired.meta();
+    let mut known = live.lookup(store, desired).await?;
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let result = match store.try_get::<K>(meta.namespace(), &meta.name).await? {
+        let current = match known.take() {
+            Some(current) => current,
+            None => store.try_get::<K>(meta.namespace(), &meta.name).await?,
+        };
+        let result = match current {
             None if dry_run => return Ok(Outcome::Created),
             None => store.create(desired).await.map(|_| Outcome::Created),
             Some(live) => {

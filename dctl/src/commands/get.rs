@@ -40,6 +40,21 @@ pub struct GetArgs {
     watch: bool,
 }
 
+impl GetArgs {
+    /// `get nodes`, for `dctl node ls`.
+    pub fn nodes(output: Option<OutputFormat>) -> Self {
+        GetArgs {
+            kind: "nodes".into(),
+            names: Vec::new(),
+            namespace: None,
+            all_namespaces: false,
+            selector: None,
+            output,
+            watch: false,
+        }
+    }
+}
+
 /// Which objects a `get` shows.
 struct Filter {
     names: Vec<String>,

@@ -5,6 +5,8 @@ pub mod delete;
 pub mod describe;
 pub mod diff;
 pub mod get;
+pub mod node;
+pub mod scale;
 
 use dctl_apis::{meta::DEFAULT_NAMESPACE, Kind};
 

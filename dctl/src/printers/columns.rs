@@ -2,6 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use dctl_apis::meta::find_condition;
+use dctl_apis::task::TaskState;
 use dctl_apis::{
     Condition, ConditionStatus, Event, GitSync, Network, Node, Resource, Service, Task,
 };
@@ -105,7 +106,13 @@ impl Printable for Task {
         let desired = self.spec.desired_state.to_string();
         let state = status.state.to_string();
         let ready = condition_word(find_condition(&status.conditions, "Ready"));
-        let error = none_if_empty(status.error.clone().unwrap_or_default());
+        // Like `docker service ps`: why a task failed, or why it is still waiting.
+        let error = match (&status.error, status.state) {
+            (Some(error), _) => error.clone(),
+            (None, TaskState::Pending) => status.message.clone(),
+            (None, _) => String::new(),
+        };
+        let error = none_if_empty(error);
         let mut row = vec![
             self.metadata.name.clone(),
             self.spec.service_name.clone(),

@@ -1,0 +1,386 @@
+//! The core loop on real Docker: the `dctl` binary as controller-manager and agents (several
+//! nodes sharing this machine's engine), a real etcd, the locally built test image.
+
+use std::time::Duration;
+
+use dctl_apis::node::NodeAvailability;
+use dctl_apis::task::TaskState;
+use dctl_apis::{Network, Node, Service, Task};
+use dctl_e2e::cluster::Cluster;
+
+const CONVERGE: Duration = Duration::from_secs(60);
+
+/// A replicated service of the test image in namespace `e2e`.
+fn service(name: &str, replicas: u32, extra: &str) -> String {
+    format!(
+        "apiVersion: dctl/v1
+kind: Service
+metadata: {{name: {name}, namespace: e2e}}
+spec:
+  replicas: {replicas}
+  template:
+    image: dctl-test/server:1
+    ports: [{{name: http, containerPort: 8080}}]
+    stopGracePeriod: 2s
+{extra}"
+    )
+}
+
+async fn apply(cluster: &Cluster, file: &str, yaml: &str) {
+    let path = cluster.env.write(file, yaml);
+    cluster
+        .env
+        .dctl(&["apply", "-f", path.to_str().unwrap()])
+        .await
+        .success();
+}
+
+/// Waits until the service has exactly `n` running containers; returns them.
+async fn running(cluster: &Cluster, service: &str, n: usize) -> Vec<dctl_e2e::cluster::Container> {
+    cluster
+        .wait_for(
+            &format!("{n} running containers of {service}"),
+            CONVERGE,
+            || async {
+                let containers: Vec<_> = cluster
+                    .containers()
+                    .into_iter()
+                    .filter(|c| c.service == service)
+                    .collect();
+                (containers.len() == n).then_some(containers)
+            },
+        )
+        .await
+}
+
+async fn tasks(cluster: &Cluster) -> Vec<Task> {
+    cluster
+        .env
+        .store()
+        .await
+        .list::<Task>(Some("e2e"))
+        .await
+        .unwrap()
+        .items
+}
+
+#[tokio::test]
+async fn apply_scale_and_delete_converge_the_containers() {
+    let mut cluster = Cluster::start("apply-scale").await;
+    cluster.start_agent("n1", &[]);
+    apply(&cluster, "web.yaml", &service("web", 3, "")).await;
+    running(&cluster, "web", 3).await;
+    cluster
+        .wait_for("READY 3/3", CONVERGE, || async {
+            let out = cluster.env.dctl(&["get", "svc", "web", "-n", "e2e"]).await;
+            out.stdout.contains("3/3").then_some(())
+        })
+        .await;
+
+    cluster
+        .env
+        .dctl(&["scale", "service/web=5", "-n", "e2e"])
+        .await
+        .success();
+    running(&cluster, "web", 5).await;
+    cluster
+        .env
+        .dctl(&["scale", "service/web=1", "-n", "e2e"])
+        .await
+        .success();
+    running(&cluster, "web", 1).await;
+
+    cluster
+        .env
+        .dctl(&["delete", "svc", "web", "-n", "e2e"])
+        .await
+        .success();
+    running(&cluster, "web", 0).await;
+    cluster
+        .wait_for("the tasks to be deleted", CONVERGE, || async {
+            tasks(&cluster).await.is_empty().then_some(())
+        })
+        .await;
+}
+
+#[tokio::test]
+async fn a_container_removed_by_hand_is_replaced_and_a_restarted_agent_adopts_its_own() {
+    let mut cluster = Cluster::start("replace-adopt").await;
+    let node = cluster.start_agent("n1", &[]);
+    apply(
+        &cluster,
+        "web.yaml",
+        &service("web", 2, "    restartPolicy: {delay: 500ms}\n"),
+    )
+    .await;
+    let before = running(&cluster, "web", 2).await;
+
+    std::process::Command::new("docker")
+        .args(["rm", "-f", &before[0].id])
+        .output()
+        .unwrap();
+    let after = cluster
+        .wait_for("a replacement container", CONVERGE, || async {
+            let now = running_now(&cluster, "web");
+            (now.len() == 2 && !now.iter().any(|c| c.id == before[0].id)).then_some(now)
+        })
+        .await;
+    let failed: Vec<Task> = tasks(&cluster)
+        .await
+        .into_iter()
+        .filter(|t| {
+            t.status
+                .as_ref()
+                .is_some_and(|s| s.state == TaskState::Failed)
+        })
+        .collect();
+    assert_eq!(
+        failed.len(),
+        1,
+        "the removed container's task failed and stays as history"
+    );
+
+    // A crashed agent comes back: it adopts its containers instead of starting new ones.
+    cluster.kill_agent(&node).await;
+    cluster.start_agent("n1", &[]);
+    tokio::time::sleep(Duration::from_secs(12)).await; // longer than the agent's resync
+    let mut ids: Vec<String> = running_now(&cluster, "web")
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    let mut expected: Vec<String> = after.into_iter().map(|c| c.id).collect();
+    ids.sort();
+    expected.sort();
+    assert_eq!(
+        ids,
+        expected,
+        "no duplicate and no replaced container\n{}",
+        cluster.logs()
+    );
+}
+
+fn running_now(cluster: &Cluster, service: &str) -> Vec<dctl_e2e::cluster::Container> {
+    cluster
+        .containers()
+        .into_iter()
+        .filter(|c| c.service == service)
+        .collect()
+}
+
+#[tokio::test]
+async fn constraints_and_spread_hold_across_two_nodes_and_drain_moves_tasks() {
+    let mut cluster = Cluster::start("placement").await;
+    let front = cluster.start_agent("front", &[("tier", "frontend"), ("zone", "a")]);
+    let back = cluster.start_agent("back", &[("zone", "b")]);
+    cluster
+        .wait_for("both nodes ready", CONVERGE, || async {
+            let out = cluster.env.dctl(&["get", "nodes"]).await;
+            (out.stdout.matches(" Ready ").count() == 2).then_some(())
+        })
+        .await;
+
+    let constrained = "  placement:\n    constraints: [\"node.labels.tier == frontend\"]\n";
+    apply(&cluster, "fe.yaml", &service("fe", 2, constrained)).await;
+    apply(&cluster, "spread.yaml", &service("spread", 4, "")).await;
+    let fe = running(&cluster, "fe", 2).await;
+    assert!(fe.iter().all(|c| c.node == front), "{fe:?}");
+    let spread = running(&cluster, "spread", 4).await;
+    let on_front = spread.iter().filter(|c| c.node == front).count();
+    assert_eq!(on_front, 2, "4 replicas spread 2/2: {spread:?}");
+
+    cluster
+        .env
+        .dctl(&["node", "update", "--availability", "drain", &front])
+        .await
+        .success();
+    cluster
+        .wait_for("spread's tasks all on the other node", CONVERGE, || async {
+            let now = running_now(&cluster, "spread");
+            (now.len() == 4 && now.iter().all(|c| c.node == back)).then_some(())
+        })
+        .await;
+    // fe can run nowhere else: its tasks wait, saying why.
+    cluster
+        .wait_for("fe pending with the reason", CONVERGE, || async {
+            let out = cluster.env.dctl(&["get", "tasks", "-n", "e2e"]).await;
+            out.stdout
+                .lines()
+                .any(|l| l.starts_with("fe.") && l.contains("0/2 nodes are available"))
+                .then_some(())
+        })
+        .await;
+    let node: Node = cluster.env.store().await.get("", &front).await.unwrap();
+    assert_eq!(node.spec.availability, NodeAvailability::Drain);
+}
+
+#[tokio::test]
+async fn a_constraint_no_node_meets_leaves_the_task_pending_with_the_reason() {
+    let mut cluster = Cluster::start("pending").await;
+    cluster.start_agent("n1", &[("tier", "web")]);
+    let constrained = "  placement:\n    constraints: [\"node.labels.tier == db\"]\n";
+    apply(&cluster, "db.yaml", &service("db", 1, constrained)).await;
+    let line = cluster
+        .wait_for("the pending explanation", CONVERGE, || async {
+            let out = cluster.env.dctl(&["get", "tasks", "-n", "e2e"]).await;
+            // The final explanation: while the node registers it may first read "not ready".
+            out.stdout
+                .lines()
+                .find(|l| l.starts_with("db.1."))
+                .filter(|l| l.contains("pending") && l.contains("lacks"))
+                .map(str::to_string)
+        })
+        .await;
+    assert!(
+        line.contains("0/1 nodes are available: 1 node lacks node.labels.tier == db"),
+        "{line}"
+    );
+    let describe = cluster
+        .env
+        .dctl(&[
+            "describe",
+            "task",
+            line.split_whitespace().next().unwrap(),
+            "-n",
+            "e2e",
+        ])
+        .await
+        .success();
+    assert!(
+        describe.stdout.contains("FailedScheduling"),
+        "{}",
+        describe.stdout
+    );
+}
+
+#[tokio::test]
+async fn on_failure_with_max_attempts_3_replaces_exactly_3_times() {
+    let mut cluster = Cluster::start("max-attempts").await;
+    cluster.start_agent("n1", &[]);
+    let crashing = "    env: [{name: CRASH_AFTER, value: 1s}]\n    restartPolicy: {condition: on-failure, delay: 200ms, maxAttempts: 3}\n";
+    apply(&cluster, "crash.yaml", &service("crash", 1, crashing)).await;
+    cluster
+        .wait_for("four failed tasks", Duration::from_secs(90), || async {
+            let failed = tasks(&cluster)
+                .await
+                .iter()
+                .filter(|t| {
+                    t.status
+                        .as_ref()
+                        .is_some_and(|s| s.state == TaskState::Failed)
+                })
+                .count();
+            (failed == 4).then_some(())
+        })
+        .await;
+    // Past the longest backoff the policy could still wait: no fifth task comes.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let all = tasks(&cluster).await;
+    assert_eq!(
+        all.len(),
+        4,
+        "the first task and exactly 3 replacements: {:#?}",
+        names(&all)
+    );
+    assert!(running_now(&cluster, "crash").is_empty());
+}
+
+fn names(tasks: &[Task]) -> Vec<String> {
+    tasks.iter().map(|t| t.metadata.name.clone()).collect()
+}
+
+#[tokio::test]
+async fn overlapping_subnets_are_refused_with_a_condition() {
+    let mut cluster = Cluster::start("subnets").await;
+    cluster.start_agent("n1", &[]);
+    let networks = "apiVersion: dctl/v1
+kind: Network
+metadata: {name: first, namespace: e2e}
+spec: {subnet: 10.231.0.0/16}
+---
+apiVersion: dctl/v1
+kind: Network
+metadata: {name: second, namespace: e2e}
+spec: {subnet: 10.231.7.0/24}
+";
+    apply(&cluster, "nets.yaml", networks).await;
+    let store = cluster.env.store().await;
+    let message = cluster
+        .wait_for("the overlap condition", CONVERGE, || async {
+            let second: Network = store.get("e2e", "second").await.ok()?;
+            let ready = second
+                .status?
+                .conditions
+                .into_iter()
+                .find(|c| c.type_ == "Ready")?;
+            (ready.reason == "SubnetOverlap").then_some(ready.message)
+        })
+        .await;
+    assert!(message.contains("e2e/first"), "{message}");
+    let table = cluster
+        .env
+        .dctl(&["get", "networks", "-n", "e2e"])
+        .await
+        .success();
+    assert!(
+        table
+            .stdout
+            .lines()
+            .any(|l| l.starts_with("second") && l.contains("False")),
+        "{}",
+        table.stdout
+    );
+}
+
+#[tokio::test]
+async fn a_silent_node_has_its_tasks_replaced_and_a_standby_manager_takes_over() {
+    let mut cluster = Cluster::start("failover").await;
+    cluster.start_manager(); // a standby
+    let n1 = cluster.start_agent("n1", &[]);
+    let n2 = cluster.start_agent("n2", &[]);
+    cluster
+        .wait_for("both nodes ready", CONVERGE, || async {
+            let out = cluster.env.dctl(&["get", "nodes"]).await;
+            (out.stdout.matches(" Ready ").count() == 2).then_some(())
+        })
+        .await;
+
+    // The leader dies; the standby must do the work from here on.
+    cluster.managers[0].kill().await;
+    apply(&cluster, "web.yaml", &service("web", 2, "")).await;
+    let placed = running(&cluster, "web", 2).await;
+    assert_eq!(
+        placed.iter().filter(|c| c.node == n1).count(),
+        1,
+        "{placed:?}"
+    );
+
+    // n1's agent dies (its container keeps running, as on a partitioned host): after the
+    // heartbeat TTL and the grace period its task runs on n2.
+    cluster.kill_agent(&n1).await;
+    cluster
+        .wait_for(
+            "web running twice on n2",
+            Duration::from_secs(90),
+            || async {
+                let on_n2 = running_now(&cluster, "web")
+                    .into_iter()
+                    .filter(|c| c.node == n2)
+                    .count();
+                (on_n2 == 2).then_some(())
+            },
+        )
+        .await;
+    // n1 comes back: the task that was replaced is stopped there.
+    cluster.start_agent("n1", &[]);
+    cluster
+        .wait_for("n1's stale container stopped", CONVERGE, || async {
+            let on_n1 = running_now(&cluster, "web")
+                .into_iter()
+                .filter(|c| c.node == n1)
+                .count();
+            (on_n1 == 0).then_some(())
+        })
+        .await;
+    let service: Service = cluster.env.store().await.get("e2e", "web").await.unwrap();
+    assert_eq!(service.status.unwrap().ready_replicas, 2);
+}
