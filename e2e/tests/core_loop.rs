@@ -384,3 +384,58 @@ async fn a_silent_node_has_its_tasks_replaced_and_a_standby_manager_takes_over()
     let service: Service = cluster.env.store().await.get("e2e", "web").await.unwrap();
     assert_eq!(service.status.unwrap().ready_replicas, 2);
 }
+
+/// One HTTP GET from the host to a task's address (the host routes to bridge networks).
+async fn http_get(address: &str, path: &str) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let connect = tokio::net::TcpStream::connect(format!("{address}:8080"));
+    let mut stream = tokio::time::timeout(Duration::from_secs(2), connect).await.ok()?.ok()?;
+    let request = format!("GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut response = String::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_string(&mut response))
+        .await
+        .ok()?
+        .ok()?;
+    Some(response)
+}
+
+#[tokio::test]
+async fn tasks_reach_each_other_by_service_name_on_a_shared_network() {
+    let mut cluster = Cluster::start("dns").await;
+    cluster.start_agent("n1", &[]);
+    let manifests = format!(
+        "apiVersion: dctl/v1
+kind: Network
+metadata: {{name: shared, namespace: e2e}}
+spec: {{driver: bridge}}
+---
+{}---
+{}",
+        service("api", 1, "    networks: [{name: shared}]\n"),
+        service(
+            "web",
+            1,
+            "    args: [--upstream, 'http://api:8080']\n    networks: [{name: shared, aliases: [front]}]\n"
+        )
+    );
+    apply(&cluster, "app.yaml", &manifests).await;
+    running(&cluster, "api", 1).await;
+    running(&cluster, "web", 1).await;
+    let web_address = cluster
+        .wait_for("web's address", CONVERGE, || async {
+            let web = tasks(&cluster)
+                .await
+                .into_iter()
+                .find(|t| t.spec.service_name == "web")?;
+            web.status?.addresses.first().map(|a| a.split('/').next().unwrap_or(a).to_string())
+        })
+        .await;
+    let answer = cluster
+        .wait_for("web to reach api by its service name", CONVERGE, || async {
+            let response = http_get(&web_address, "/upstream").await?;
+            response.contains("hello from api.1.").then_some(response)
+        })
+        .await;
+    assert!(answer.starts_with("HTTP/1.1 200") || answer.starts_with("HTTP/1.0 200"), "{answer}");
+}
