@@ -12,7 +12,8 @@ if [ "${1:-}" = "down" ]; then
   if [ -f "$state/up.pid" ]; then kill -INT "$(cat "$state/up.pid")" 2>/dev/null || true; fi
   for _ in $(seq 1 100); do [ -f "$state/endpoint" ] || break; sleep 0.1; done
   docker ps -aq --filter label=dctl.managed=true --filter label=dctl.namespace=demo | xargs -r docker rm -f >/dev/null
-  echo "dctl stopped; demo containers removed"
+  docker network ls --filter label=dctl.managed=true --format '{{.Name}}' | grep '^demo_' | xargs -r docker network rm >/dev/null
+  echo "dctl stopped; demo containers and networks removed"
   exit 0
 fi
 
