@@ -389,7 +389,10 @@ async fn a_silent_node_has_its_tasks_replaced_and_a_standby_manager_takes_over()
 async fn http_get(address: &str, path: &str) -> Option<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let connect = tokio::net::TcpStream::connect(format!("{address}:8080"));
-    let mut stream = tokio::time::timeout(Duration::from_secs(2), connect).await.ok()?.ok()?;
+    let mut stream = tokio::time::timeout(Duration::from_secs(2), connect)
+        .await
+        .ok()?
+        .ok()?;
     let request = format!("GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n");
     stream.write_all(request.as_bytes()).await.ok()?;
     let mut response = String::new();
@@ -428,7 +431,10 @@ spec: {{driver: bridge}}
                 .await
                 .into_iter()
                 .find(|t| t.spec.service_name == "web")?;
-            web.status?.addresses.first().map(|a| a.split('/').next().unwrap_or(a).to_string())
+            web.status?
+                .addresses
+                .first()
+                .map(|a| a.split('/').next().unwrap_or(a).to_string())
         })
         .await;
     let answer = cluster
@@ -437,5 +443,8 @@ spec: {{driver: bridge}}
             response.contains("hello from api.1.").then_some(response)
         })
         .await;
-    assert!(answer.starts_with("HTTP/1.1 200") || answer.starts_with("HTTP/1.0 200"), "{answer}");
+    assert!(
+        answer.starts_with("HTTP/1.1 200") || answer.starts_with("HTTP/1.0 200"),
+        "{answer}"
+    );
 }

@@ -173,3 +173,39 @@ async fn up_runs_the_demo_and_a_second_up_adopts_it() {
     }
     assert_eq!(up.interrupt().await, Some(0));
 }
+
+/// `dctl up` on a machine lacking etcd or Docker: one line saying what to install.
+async fn up_without(env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let state = tempfile::tempdir().unwrap();
+    let mut command = Command::new(dctl_binary());
+    command
+        .args(["up", "--node", "nothing"])
+        .env("XDG_STATE_HOME", state.path())
+        .env_remove("DCTL_ETCD");
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let output = tokio::time::timeout(Duration::from_secs(60), command.output())
+        .await
+        .expect("dctl up gives up quickly")
+        .unwrap();
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn up_says_what_to_install_when_etcd_or_docker_is_missing() {
+    let (code, stderr) = up_without(&[("DCTL_ETCD_BIN", "/nonexistent/etcd")]).await;
+    assert_eq!(code, Some(6), "{stderr}");
+    assert!(stderr.contains("apt-get install etcd-server"), "{stderr}");
+
+    let (code, stderr) = up_without(&[("DOCKER_HOST", "unix:///nonexistent/docker.sock")]).await;
+    assert_eq!(code, Some(6), "{stderr}");
+    assert!(
+        stderr.contains("cannot reach the Docker daemon"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("apt-get install docker.io"), "{stderr}");
+}
