@@ -403,3 +403,228 @@ async fn cluster_scoped_objects_have_no_namespace() {
         .unwrap();
     assert_eq!(listed.items, [created]);
 }
+
+/// How many reads (Range requests) etcd has answered, from its metrics: an update that
+/// goes out as one transaction adds none.
+fn reads(etcd: &LocalEtcd) -> u64 {
+    use std::io::{Read, Write};
+    let address = etcd.endpoint().trim_start_matches("http://");
+    let mut connection = std::net::TcpStream::connect(address).unwrap();
+    connection
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: etcd\r\n\r\n")
+        .unwrap();
+    let mut metrics = String::new();
+    connection.read_to_string(&mut metrics).unwrap();
+    let prefix = r#"grpc_server_handled_total{grpc_code="OK",grpc_method="Range","#;
+    metrics
+        .lines()
+        .find(|line| line.starts_with(prefix))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|count| count.parse().ok())
+        .unwrap_or_else(|| panic!("etcd's metrics count Range requests:\n{metrics}"))
+}
+
+#[tokio::test]
+async fn an_update_of_an_object_the_store_knows_is_one_transaction() {
+    let (etcd, store) = start().await;
+    let created = store.create(&widget("demo", "web", 1)).await.unwrap();
+
+    let before = reads(&etcd);
+    let mut scaled = created.clone();
+    scaled.spec.replicas = 2;
+    let scaled = store.update(&scaled).await.unwrap();
+    assert_eq!(scaled.metadata.generation, 2);
+    let mut observed = scaled.clone();
+    observed.status = Some(WidgetStatus { ready: 2 });
+    let observed = store.update_status(&observed).await.unwrap();
+    let mut labelled = observed.clone();
+    labelled.metadata.labels.insert("tier".into(), "web".into());
+    let labelled = store.update(&labelled).await.unwrap();
+    assert_eq!(reads(&etcd), before, "three writes, no read");
+
+    // What a get or a watch returns is known too.
+    let other = Store::connect(store.endpoints()).await.unwrap();
+    let mut events = Box::pin(
+        other
+            .watch::<Widget>(
+                Some("demo"),
+                labelled.metadata.resource_version.unwrap() + 1,
+            )
+            .await
+            .unwrap(),
+    );
+    let mut rescaled = labelled.clone();
+    rescaled.spec.replicas = 3;
+    let rescaled = store.update(&rescaled).await.unwrap();
+    let WatchEvent::Put(watched) = next(&mut events).await.unwrap() else {
+        panic!("expected the update");
+    };
+    assert_eq!(watched, rescaled);
+    let before = reads(&etcd);
+    let mut reported = watched;
+    reported.status = Some(WidgetStatus { ready: 3 });
+    let reported = other.update_status(&reported).await.unwrap();
+    assert_eq!(reads(&etcd), before, "known from the watch");
+    let got = store.get::<Widget>("demo", "web").await.unwrap();
+    assert_eq!(got, reported);
+    let before = reads(&etcd);
+    let mut shrunk = got;
+    shrunk.spec.replicas = 1;
+    store.update(&shrunk).await.unwrap();
+    assert_eq!(reads(&etcd), before, "known from the get");
+
+    // A store that knows nothing of the object reads it first, once.
+    let fresh = Store::connect(store.endpoints()).await.unwrap();
+    let current = other.get::<Widget>("demo", "web").await.unwrap();
+    let before = reads(&etcd);
+    let mut relabelled = current;
+    relabelled
+        .metadata
+        .labels
+        .insert("zone".into(), "eu".into());
+    fresh.update(&relabelled).await.unwrap();
+    assert_eq!(reads(&etcd), before + 1);
+}
+
+#[tokio::test]
+async fn a_known_revision_never_lets_a_stale_write_through() {
+    let (_etcd, a) = start().await;
+    let b = Store::connect(a.endpoints()).await.unwrap();
+    // `a` knows what it created; `b` changes it twice behind `a`'s back.
+    let created = a.create(&widget("demo", "web", 1)).await.unwrap();
+    let mut by_b = b.get::<Widget>("demo", "web").await.unwrap();
+    by_b.spec.replicas = 5;
+    let by_b = b.update(&by_b).await.unwrap();
+    let mut by_b_status = by_b.clone();
+    by_b_status.status = Some(WidgetStatus { ready: 5 });
+    let by_b = b.update_status(&by_b_status).await.unwrap();
+
+    // Every write from `a`'s old copy is a conflict, whether it changes the spec, the
+    // labels, the status, or nothing at all.
+    let mut spec = created.clone();
+    spec.spec.replicas = 2;
+    let mut labels = created.clone();
+    labels.metadata.labels.insert("a".into(), "b".into());
+    let mut status = created.clone();
+    status.status = Some(WidgetStatus { ready: 1 });
+    for stale in [&spec, &labels, &created] {
+        let err = a.update(stale).await.unwrap_err();
+        assert!(err.is_conflict(), "{err}");
+    }
+    for stale in [&status, &created] {
+        let err = a.update_status(stale).await.unwrap_err();
+        assert!(err.is_conflict(), "{err}");
+    }
+    assert_eq!(a.get::<Widget>("demo", "web").await.unwrap(), by_b);
+
+    // Once deleted and created again, the old revision is no good either.
+    a.delete::<Widget>("demo", "web").await.unwrap();
+    b.create(&widget("demo", "web", 7)).await.unwrap();
+    let err = a.update(&spec).await.unwrap_err();
+    assert!(err.is_conflict(), "{err}");
+    let gone = a.delete::<Widget>("demo", "web").await.unwrap();
+    let Deleted::Gone(gone) = gone else {
+        panic!("no finalizers")
+    };
+    let mut after_delete = gone;
+    after_delete.spec.replicas = 8;
+    let err = a.update(&after_delete).await.unwrap_err();
+    assert!(err.is_not_found(), "{err}");
+}
+
+#[tokio::test]
+async fn a_status_changed_through_update_is_not_written() {
+    let (etcd, store) = start().await;
+    let created = store.create(&widget("demo", "web", 1)).await.unwrap();
+    let mut observed = created.clone();
+    observed.status = Some(WidgetStatus { ready: 1 });
+    let observed = store.update_status(&observed).await.unwrap();
+
+    // Status and spec changed together: the spec is written, the stored status kept.
+    let mut both = observed.clone();
+    both.spec.replicas = 2;
+    both.status = Some(WidgetStatus { ready: 9 });
+    let updated = store.update(&both).await.unwrap();
+    assert_eq!(updated.spec.replicas, 2);
+    assert_eq!(updated.status, Some(WidgetStatus { ready: 1 }));
+    assert_eq!(updated.metadata.generation, 2);
+    assert_eq!(store.get::<Widget>("demo", "web").await.unwrap(), updated);
+
+    // Only the status changed: nothing is written.
+    let before = revision(&store).await;
+    let mut status_only = updated.clone();
+    status_only.status = None;
+    assert_eq!(store.update(&status_only).await.unwrap(), updated);
+    assert_eq!(revision(&store).await, before);
+
+    // A spec change smuggled into a status write is not written either.
+    let reads_before = reads(&etcd);
+    let mut smuggled = updated.clone();
+    smuggled.spec.replicas = 40;
+    smuggled.status = Some(WidgetStatus { ready: 2 });
+    let reported = store.update_status(&smuggled).await.unwrap();
+    assert_eq!(reported.spec.replicas, 2);
+    assert_eq!(reported.metadata.generation, 2);
+    assert_eq!(reported.status, Some(WidgetStatus { ready: 2 }));
+    assert_eq!(reads(&etcd), reads_before + 1, "it read what to keep");
+    assert_eq!(store.get::<Widget>("demo", "web").await.unwrap(), reported);
+}
+
+#[tokio::test]
+async fn generation_is_bumped_once_per_spec_change_without_reads() {
+    let (etcd, store) = start().await;
+    let other = Store::connect(store.endpoints()).await.unwrap();
+    let mut widget = store.create(&widget("demo", "web", 0)).await.unwrap();
+    let before = reads(&etcd);
+    for replicas in 1..=5 {
+        widget.spec.replicas = replicas;
+        widget = store.update(&widget).await.unwrap();
+        assert_eq!(widget.metadata.generation, i64::from(replicas) + 1);
+        widget
+            .metadata
+            .labels
+            .insert("round".into(), replicas.to_string());
+        widget = store.update(&widget).await.unwrap();
+        assert_eq!(
+            widget.metadata.generation,
+            i64::from(replicas) + 1,
+            "labels"
+        );
+        widget.status = Some(WidgetStatus { ready: replicas });
+        widget = store.update_status(&widget).await.unwrap();
+        assert_eq!(
+            widget.metadata.generation,
+            i64::from(replicas) + 1,
+            "status"
+        );
+    }
+    assert_eq!(reads(&etcd), before);
+    // As stored, read by a store that never saw it.
+    assert_eq!(other.get::<Widget>("demo", "web").await.unwrap(), widget);
+    assert_eq!(widget.metadata.generation, 6);
+}
+
+#[tokio::test]
+async fn a_list_too_large_for_one_answer_is_read_in_smaller_pages() {
+    let (_etcd, store) = start().await;
+    // 70 objects of 1 MiB: more than one 64 MiB answer holds.
+    let count = 70;
+    let filler = "x".repeat(1024 * 1024);
+    futures::stream::iter(0..count)
+        .map(|i| {
+            let (store, filler) = (store.clone(), filler.clone());
+            async move {
+                let mut big = widget("big", &format!("w{i:03}"), 1);
+                big.metadata.annotations.insert("filler".into(), filler);
+                store.create(&big).await
+            }
+        })
+        .buffer_unordered(8)
+        .try_collect::<Vec<_>>()
+        .await
+        .unwrap();
+    let list = store.list::<Widget>(Some("big")).await.unwrap();
+    assert_eq!(list.items.len(), count);
+    let expected: Vec<String> = (0..count).map(|i| format!("big/w{i:03}")).collect();
+    assert_eq!(names(&list.items), expected);
+}

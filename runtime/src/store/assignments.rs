@@ -5,63 +5,89 @@
 //! transaction that writes the Task itself: both keys share one `mod_revision`, so an
 //! agent can `update_status` a Task it read from its assignments.
 
+use std::any::Any;
+
 use chrono::{DateTime, Utc};
 use dctl_apis::task::{TaskState, TaskStatus};
-use dctl_apis::{Kind, Task};
+use dctl_apis::{Kind, Resource, Task};
 use etcd_client::TxnOp;
 use serde_json::Value;
 
-use super::write::{now, Cas, Expect};
-use super::{codec, keys, ObjectList, Store, StoreError};
+use super::fields::Fields;
+use super::write::{key_of, now, target_of, Expect};
+use super::{keys, ObjectList, Store, StoreError};
 use crate::object_key::ObjectKey;
 
-/// The assignment key of a Task (as JSON) bound to a node, if it is bound.
-fn assignment_key(task: &Value) -> Option<String> {
-    let node = task.pointer("/spec/nodeName")?.as_str()?;
-    let namespace = task.pointer("/metadata/namespace")?.as_str()?;
-    let name = task.pointer("/metadata/name")?.as_str()?;
-    Some(keys::assignment_key(node, namespace, name))
-}
-
-/// The operations that keep the assignment in step with a Task written as `new` (JSON
-/// bytes) over `old`. Other kinds have no mirror.
+/// The assignment key of a Task bound to a node, if it is bound; `json` is its stored JSON,
+/// read only when the object is a Task kind of a type other than [`Task`] (tests).
 ///
 /// # Errors
-/// `Decode` when `new` is not JSON (it was just encoded, so this means a bug).
-pub(super) fn on_put(
-    kind: Kind,
-    old: Option<&Value>,
-    new: &[u8],
-) -> Result<Vec<TxnOp>, StoreError> {
-    if kind != Kind::Task {
-        return Ok(Vec::new());
+/// `Decode` when such an object's `json` is not JSON (it was just encoded: a bug).
+fn assignment_key<K: Resource>(object: &K, json: &[u8]) -> Result<Option<String>, StoreError> {
+    if K::KIND != Kind::Task {
+        return Ok(None);
     }
-    let new_value: Value = serde_json::from_slice(new).map_err(|source| StoreError::Decode {
+    if let Some(task) = (object as &dyn Any).downcast_ref::<Task>() {
+        return Ok(task.spec.node_name.as_deref().map(|node| {
+            keys::assignment_key(node, task.metadata.namespace(), &task.metadata.name)
+        }));
+    }
+    let task: Value = serde_json::from_slice(json).map_err(|source| StoreError::Decode {
         key: "a task being written".into(),
         source,
     })?;
-    let new_key = assignment_key(&new_value);
+    let field = |pointer: &str| task.pointer(pointer).and_then(Value::as_str);
+    Ok(
+        match (
+            field("/spec/nodeName"),
+            field("/metadata/namespace"),
+            field("/metadata/name"),
+        ) {
+            (Some(node), Some(namespace), Some(name)) => {
+                Some(keys::assignment_key(node, namespace, name))
+            }
+            _ => None,
+        },
+    )
+}
+
+/// The operations that keep the assignment in step with a Task written as `new` (stored as
+/// `new_json`) over `old` (stored as `old_json`). Other kinds have no mirror.
+///
+/// # Errors
+/// `Decode` when a JSON that has to be read is not JSON (it was just encoded: a bug).
+pub(super) fn on_put<K: Resource>(
+    old: Option<(&K, &[u8])>,
+    new: &K,
+    new_json: &[u8],
+) -> Result<Vec<TxnOp>, StoreError> {
+    if K::KIND != Kind::Task {
+        return Ok(Vec::new());
+    }
+    let new_key = assignment_key(new, new_json)?;
     let mut ops = Vec::new();
     // A task is bound once and never moves; this only matters if someone rebinds by hand.
-    if let Some(old_key) = old.and_then(assignment_key) {
-        if Some(&old_key) != new_key.as_ref() {
-            ops.push(TxnOp::delete(old_key, None));
+    if let Some((old, old_json)) = old {
+        if let Some(old_key) = assignment_key(old, old_json)? {
+            if Some(&old_key) != new_key.as_ref() {
+                ops.push(TxnOp::delete(old_key, None));
+            }
         }
     }
     if let Some(new_key) = new_key {
-        ops.push(TxnOp::put(new_key, new.to_vec(), None));
+        ops.push(TxnOp::put(new_key, new_json.to_vec(), None));
     }
     Ok(ops)
 }
 
 /// The operation that removes a deleted Task's assignment.
-pub(super) fn on_delete(kind: Kind, old: &Value) -> Vec<TxnOp> {
-    if kind != Kind::Task {
-        return Vec::new();
-    }
-    assignment_key(old)
+///
+/// # Errors
+/// As for [`on_put`].
+pub(super) fn on_delete<K: Resource>(old: &K, old_json: &[u8]) -> Result<Vec<TxnOp>, StoreError> {
+    Ok(assignment_key(old, old_json)?
         .map(|key| vec![TxnOp::delete(key, None)])
-        .unwrap_or_default()
+        .unwrap_or_default())
 }
 
 impl Store {
@@ -72,7 +98,7 @@ impl Store {
     /// `Conflict` when the task changed since it was read; `Invalid` when it is already
     /// bound to another node; `NotFound` when it is gone.
     pub async fn bind_task(&self, task: &Task, node_name: &str) -> Result<Task, StoreError> {
-        let (key, expected, current) = self.read_for_update(task).await?;
+        let current = self.current(task).await?;
         if let Some(bound) = current.spec.node_name.as_deref() {
             if bound == node_name {
                 return Ok(current);
@@ -83,27 +109,36 @@ impl Store {
                 message: format!("it is already bound to node {bound}"),
             });
         }
-        let current_value = codec::to_value(&current)?;
+        let key = key_of(&current)?;
+        let expected = current.metadata.resource_version.unwrap_or_default();
         let mut bound = current.clone();
         bound.spec.node_name = Some(node_name.to_string());
         bound.metadata.generation += 1;
         bound.metadata.resource_version = None;
         bound.status = Some(assigned(current.status.clone(), node_name, now()));
-        let bytes = codec::encode(&bound)?;
-        let mirror = on_put(Kind::Task, Some(&current_value), &bytes)?;
+        let fields = Fields::of(&bound)?;
+        // Unbound before, so there is no old assignment to remove.
+        let mirror = on_put(None, &bound, fields.json())?;
         let outcome = self
-            .compare_and_put(&key, Expect::ModRevision(expected), bytes.clone(), mirror)
+            .compare_and_put(&key, Expect::ModRevision(expected), fields.json(), mirror)
             .await?;
-        match outcome {
-            Cas::Done { revision } => {
-                bound.metadata.resource_version = Some(revision);
-                Ok(bound)
-            }
-            lost => {
-                let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-                self.written(task, &key, value, lost)
+        self.finish(task, &key, bound, Some(&fields), outcome)
+    }
+
+    /// The task as stored at its `resourceVersion`: the caller's own when the store knows
+    /// it is exactly that and it is unbound (the bind's transaction then checks that it is
+    /// still at that revision), else read.
+    async fn current(&self, task: &Task) -> Result<Task, StoreError> {
+        let (key, expected) = target_of(task)?;
+        let known = self.known().at(&key, expected);
+        if let Some(stored) = known.filter(|_| task.spec.node_name.is_none()) {
+            let mine = self.known().fingerprint(&Fields::of(task)?, expected);
+            if mine.same_object(&stored) {
+                return Ok(task.clone());
             }
         }
+        let (_, _, current) = self.read_for_update(task).await?;
+        Ok(current)
     }
 
     /// The tasks bound to `node`, read from its assignment keys, as one snapshot.

@@ -3,7 +3,9 @@
 mod assignments;
 mod codec;
 mod error;
+mod fields;
 pub mod keys;
+mod known;
 mod modify;
 pub(crate) mod retry;
 mod watch;
@@ -22,11 +24,20 @@ pub(crate) use write::now;
 pub use write::Deleted;
 
 use crate::object_key::ObjectKey;
+use fields::Fields;
+use known::Known;
 use retry::{retry, CONNECT_TIMEOUT};
 
 /// How many objects one list request fetches; larger lists are read page by page at the
-/// revision of the first page, so the result is still one consistent snapshot.
-const LIST_PAGE: i64 = 500;
+/// revision of the first page, so the result is still one consistent snapshot. etcd 3.4
+/// walks the rest of the range's index for every page, so pages are large; a page whose
+/// answer would exceed [`MAX_MESSAGE`] (objects near etcd's 1.5 MiB value limit) is asked
+/// again at half the size.
+const LIST_PAGE: i64 = 1000;
+
+/// How many objects of a list one blocking task decodes: a page is decoded in chunks on
+/// the blocking pool while the next page is fetched. Smaller lists decode in place.
+const DECODE_CHUNK: usize = 128;
 
 /// The largest response accepted: a page of big objects, or a burst of watch events.
 const MAX_MESSAGE: usize = 64 * 1024 * 1024;
@@ -47,6 +58,8 @@ struct Connection {
     client: etcd_client::Client,
     kv: KvClient,
     endpoints: Arc<[String]>,
+    /// What the objects lately read or written held, for updates without a read.
+    known: Known,
 }
 
 /// The objects of one kind at one etcd revision; watch from `revision + 1` to miss nothing.
@@ -92,6 +105,7 @@ impl Store {
                 client,
                 kv,
                 endpoints: endpoints.clone().into(),
+                known: Known::new(),
             }),
         };
         let probe = store.retrying(|_, mut kv| async move {
@@ -139,9 +153,13 @@ impl Store {
         name: &str,
     ) -> Result<Option<K>, StoreError> {
         let key = keys::object_key(K::KIND, namespace, name)?;
-        let kv = self.get_raw(&key).await?;
-        kv.map(|kv| codec::decode(kv.key(), kv.value(), kv.mod_revision()))
-            .transpose()
+        let Some(kv) = self.get_raw(&key).await? else {
+            return Ok(None);
+        };
+        let object: K = codec::decode(kv.key(), kv.value(), kv.mod_revision())?;
+        // What is read is usually written back next: remember it, to write in one trip.
+        self.remember(&key, &Fields::of(&object)?, kv.mod_revision());
+        Ok(Some(object))
     }
 
     /// Every object of the kind in `namespace` (all namespaces for `None`), as one snapshot.
@@ -152,44 +170,58 @@ impl Store {
         &self,
         namespace: Option<&str>,
     ) -> Result<ObjectList<K>, StoreError> {
-        self.list_under::<K>(&keys::list_prefix(K::KIND, namespace))
+        self.list_snapshot::<K>(&keys::list_prefix(K::KIND, namespace), Remember::No)
             .await
     }
 
-    /// Every object of the kind stored under `prefix`, as one snapshot.
+    /// Every object of the kind stored under `prefix`, as one snapshot, remembered for
+    /// updates without a read: this is the watcher's list, which fills the caches that
+    /// controllers write back from.
     pub(crate) async fn list_under<K: Resource>(
         &self,
         prefix: &str,
     ) -> Result<ObjectList<K>, StoreError> {
+        self.list_snapshot::<K>(prefix, Remember::Yes).await
+    }
+
+    async fn list_snapshot<K: Resource>(
+        &self,
+        prefix: &str,
+        remember: Remember,
+    ) -> Result<ObjectList<K>, StoreError> {
         let end = keys::prefix_end(prefix);
         // A compaction between two pages loses the snapshot; start over a few times.
         let mut restarts = 0;
-        let (kvs, revision) = loop {
-            match self.list_pages(prefix, &end).await {
+        let (mut items, revision) = loop {
+            match self.list_pages::<K>(prefix, &end, remember).await {
                 Err(StoreError::Compacted { .. }) if restarts < 3 => restarts += 1,
                 other => break other?,
             }
         };
-        let mut items = kvs
-            .iter()
-            .map(|kv| codec::decode::<K>(kv.key(), kv.value(), kv.mod_revision()))
-            .collect::<Result<Vec<_>, _>>()?;
-        items.sort_by(|a, b| ObjectKey::of(a).cmp(&ObjectKey::of(b)));
+        // etcd's key order is nearly this one (exactly, within one namespace).
+        items.sort_by(|a, b| {
+            let (a, b) = (a.meta(), b.meta());
+            (a.namespace(), a.name.as_str()).cmp(&(b.namespace(), b.name.as_str()))
+        });
         Ok(ObjectList { items, revision })
     }
 
-    async fn list_pages(
+    /// The pages of one snapshot, each decoded on the blocking pool while the next one is
+    /// fetched.
+    async fn list_pages<K: Resource>(
         &self,
         prefix: &str,
         end: &[u8],
-    ) -> Result<(Vec<etcd_client::KeyValue>, i64), StoreError> {
-        let mut kvs = Vec::new();
+        remember: Remember,
+    ) -> Result<(Vec<K>, i64), StoreError> {
+        let mut decoding = Vec::new();
         let mut start = prefix.as_bytes().to_vec();
         let mut revision = 0;
+        let mut limit = LIST_PAGE;
         loop {
             let options = GetOptions::new()
                 .with_range(end.to_vec())
-                .with_limit(LIST_PAGE)
+                .with_limit(limit)
                 .with_revision(revision);
             let from = start.clone();
             let result = self
@@ -205,23 +237,77 @@ impl Store {
                 {
                     return Err(StoreError::Compacted { revision });
                 }
+                Err(StoreError::Etcd(err)) if limit > 1 && too_large(&err) => {
+                    limit /= 2;
+                    continue;
+                }
                 Err(err) => return Err(err),
             };
             if revision == 0 {
                 revision = page.header().map_or(0, |h| h.revision());
             }
             let more = page.more();
-            let batch = page.take_kvs();
+            let mut batch = page.take_kvs();
             if let Some(last) = batch.last() {
                 // The next page starts just after the last key of this one.
                 start = last.key().to_vec();
                 start.push(0);
             }
-            kvs.extend(batch);
+            if !more && decoding.is_empty() && batch.len() <= DECODE_CHUNK {
+                // One small page: not worth a thread hop.
+                return Ok((self.decode_all(&batch, remember)?, revision));
+            }
+            while !batch.is_empty() {
+                let rest = batch.split_off(batch.len().min(DECODE_CHUNK));
+                let (chunk, store) = (std::mem::replace(&mut batch, rest), self.clone());
+                decoding.push(tokio::task::spawn_blocking(move || {
+                    store.decode_all::<K>(&chunk, remember)
+                }));
+            }
             if !more {
-                return Ok((kvs, revision));
+                break;
             }
         }
+        let mut items = Vec::new();
+        for chunk in decoding {
+            match chunk.await {
+                Ok(decoded) => items.extend(decoded?),
+                Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
+                Err(err) => panic!("a list's decoding task was cancelled: {err}"),
+            }
+        }
+        Ok((items, revision))
+    }
+
+    /// Decodes listed values, remembering each when asked to.
+    fn decode_all<K: Resource>(
+        &self,
+        kvs: &[etcd_client::KeyValue],
+        remember: Remember,
+    ) -> Result<Vec<K>, StoreError> {
+        kvs.iter()
+            .map(|kv| {
+                let object: K = codec::decode(kv.key(), kv.value(), kv.mod_revision())?;
+                if remember == Remember::Yes {
+                    self.remember_object(&object, kv.mod_revision());
+                }
+                Ok(object)
+            })
+            .collect()
+    }
+
+    /// Remembers an object read elsewhere than by key (a list, a watch): under its own
+    /// key, whatever key it was read from (a Task's assignment holds the Task).
+    pub(super) fn remember_object<K: Resource>(&self, object: &K, revision: i64) {
+        // An object that has no valid key or does not encode is simply not remembered.
+        let parts = write::key_of(object).and_then(|key| Ok((key, Fields::of(object)?)));
+        if let Ok((key, fields)) = parts {
+            self.remember(&key, &fields, revision);
+        }
+    }
+
+    fn known(&self) -> &Known {
+        &self.inner.known
     }
 
     /// The raw value at `key`, if any.
@@ -257,6 +343,21 @@ impl std::fmt::Debug for Store {
             .field("endpoints", &self.inner.endpoints)
             .finish_non_exhaustive()
     }
+}
+
+/// Whether a request failed because its answer exceeds [`MAX_MESSAGE`] (tonic's words).
+fn too_large(err: &etcd_client::Error) -> bool {
+    const GRPC_OUT_OF_RANGE: i32 = 11;
+    matches!(err, etcd_client::Error::GRpcStatus(status)
+        if status.code() as i32 == GRPC_OUT_OF_RANGE
+            && status.message().contains("message length too large"))
+}
+
+/// Whether a list remembers what it read, for updates without a read.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Remember {
+    Yes,
+    No,
 }
 
 /// `127.0.0.1:2379` → `http://127.0.0.1:2379`, so messages show what was dialled.

@@ -71,8 +71,9 @@ impl Store {
         })
         .await?;
         let endpoints = self.inner.endpoints.clone();
+        let store = self.clone();
         Ok(stream::unfold(Some(watch), move |watch| {
-            let endpoints = endpoints.clone();
+            let (endpoints, store) = (endpoints.clone(), store.clone());
             async move {
                 let mut watch: WatchStream = watch?;
                 loop {
@@ -108,14 +109,16 @@ impl Store {
                     if response.created() && response.events().is_empty() {
                         continue;
                     }
-                    return Some((Ok(batch(&response)), Some(watch)));
+                    return Some((Ok(batch(&response, &store)), Some(watch)));
                 }
             }
         }))
     }
 }
 
-fn batch<K: Resource>(response: &WatchResponse) -> WatchBatch<K> {
+/// The events of one answer. Each object put is remembered for updates without a read: the
+/// watch feeds the caches that controllers write back from.
+fn batch<K: Resource>(response: &WatchResponse, store: &Store) -> WatchBatch<K> {
     let mut last_revision = None;
     let events = response
         .events()
@@ -124,9 +127,9 @@ fn batch<K: Resource>(response: &WatchResponse) -> WatchBatch<K> {
             let kv = event.kv()?;
             last_revision = Some(kv.mod_revision());
             Some(match event.event_type() {
-                EventType::Put => {
-                    codec::decode(kv.key(), kv.value(), kv.mod_revision()).map(WatchEvent::Put)
-                }
+                EventType::Put => codec::decode(kv.key(), kv.value(), kv.mod_revision())
+                    .inspect(|object| store.remember_object(object, kv.mod_revision()))
+                    .map(WatchEvent::Put),
                 EventType::Delete => match event.prev_kv() {
                     // A last state that does not decode still names the key that went.
                     Some(prev) => codec::decode(prev.key(), prev.value(), kv.mod_revision())

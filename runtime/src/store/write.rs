@@ -1,11 +1,13 @@
 //! The store's writes: create, update, update_status and delete, each a compare-and-swap.
 
 use chrono::{SubsecRound, Utc};
-use dctl_apis::{Resource, Time};
+use dctl_apis::{Kind, Resource, Time};
 use etcd_client::{Compare, CompareOp, KeyValue, Txn, TxnOp, TxnOpResponse, TxnResponse};
-use serde_json::Value;
 
-use super::{assignments, codec, keys, Store, StoreError};
+use super::assignments;
+use super::fields::Fields;
+use super::known::{update_shortcut, update_status_shortcut, Shortcut};
+use super::{codec, keys, Store, StoreError};
 use crate::object_key::ObjectKey;
 
 /// How often `delete` re-reads an object that others keep changing under it.
@@ -34,6 +36,12 @@ pub(super) enum Cas {
     Lost { current: Option<KeyValue> },
 }
 
+/// The object as stored at the caller's revision, when an update had to read it.
+struct Current<K> {
+    object: K,
+    fields: Fields,
+}
+
 impl Store {
     /// Creates `object`, setting its `uid`, `creationTimestamp` and `generation` (1).
     ///
@@ -49,13 +57,14 @@ impl Store {
         meta.deletion_timestamp = None;
         meta.generation = 1;
         meta.resource_version = None;
-        let value = codec::encode(&stored)?;
-        let mirror = assignments::on_put(K::KIND, None, &value)?;
+        let fields = Fields::of(&stored)?;
+        let mirror = assignments::on_put(None, &stored, fields.json())?;
         match self
-            .compare_and_put(&key, Expect::Absent, value, mirror)
+            .compare_and_put(&key, Expect::Absent, fields.json(), mirror)
             .await?
         {
             Cas::Done { revision } => {
+                self.remember(&key, &fields, revision);
                 stored.meta_mut().resource_version = Some(revision);
                 Ok(stored)
             }
@@ -74,66 +83,110 @@ impl Store {
     /// is being deleted and this update removes its last finalizer, the object is deleted
     /// instead, and its final state is returned.
     ///
+    /// One round trip when the store knows what is stored at that `resourceVersion` (it
+    /// read, listed for a watcher, watched or wrote it), the caller kept its status and
+    /// something changed; else the object is read first.
+    ///
     /// # Errors
     /// `Conflict` when the object changed since it was read; `NotFound` when it is gone;
     /// `Invalid` without a `resourceVersion`.
     pub async fn update<K: Resource>(&self, object: &K) -> Result<K, StoreError> {
-        let (key, expected, current) = self.read_for_update(object).await?;
-        let current_value = codec::to_value(&current)?;
-        let spec_changed = codec::to_value(object)?.get("spec") != current_value.get("spec");
-
+        let (key, expected) = target_of(object)?;
         let mut desired = object.clone();
-        let (meta, was) = (desired.meta_mut(), current.meta());
-        normalize_namespace::<K>(meta);
-        meta.uid.clone_from(&was.uid);
-        meta.creation_timestamp = was.creation_timestamp;
-        meta.deletion_timestamp = was.deletion_timestamp;
-        meta.generation = was.generation + i64::from(spec_changed);
-        meta.resource_version = None;
-        let mut value = codec::to_value(&desired)?;
-        set_field(&mut value, "status", current_value.get("status").cloned());
-        if value == current_value {
-            return Ok(current);
-        }
+        normalize_namespace::<K>(desired.meta_mut());
+        desired.meta_mut().resource_version = None;
+        let mut fields = Fields::of(&desired)?;
+        let shortcut = match self.known().at(&key, expected) {
+            Some(stored) => {
+                let mine = self.known().fingerprint(&fields, expected);
+                update_shortcut(&stored, &mine, K::KIND == Kind::Task)
+            }
+            None => Shortcut::Read,
+        };
+        let current = match shortcut {
+            Shortcut::Write { spec_changed } => {
+                if spec_changed {
+                    desired.meta_mut().generation += 1;
+                    fields = Fields::of(&desired)?;
+                }
+                None
+            }
+            Shortcut::Read => {
+                let current = self.read_current(object).await?;
+                let spec_changed = fields.get("spec") != current.fields.get("spec");
+                let (meta, was) = (desired.meta_mut(), current.object.meta());
+                meta.uid.clone_from(&was.uid);
+                meta.creation_timestamp = was.creation_timestamp;
+                meta.deletion_timestamp = was.deletion_timestamp;
+                meta.generation = was.generation + i64::from(spec_changed);
+                let with_status =
+                    Fields::of(&desired)?.with("status", current.fields.get("status"));
+                desired = codec::decode(key.as_bytes(), &with_status, 0)?;
+                desired.meta_mut().resource_version = None;
+                fields = Fields::of(&desired)?;
+                if fields.json() == current.fields.json() {
+                    self.remember(&key, &current.fields, expected);
+                    return Ok(current.object);
+                }
+                Some(current)
+            }
+        };
 
         let meta = desired.meta();
-        let outcome = if meta.deletion_timestamp.is_some() && meta.finalizers.is_empty() {
-            let mirror = assignments::on_delete(K::KIND, &current_value);
-            self.compare_and_delete(&key, expected, mirror).await?
-        } else {
-            let bytes = serde_json::to_vec(&value).map_err(|err| invalid(object, err))?;
-            let mirror = assignments::on_put(K::KIND, Some(&current_value), &bytes)?;
-            self.compare_and_put(&key, Expect::ModRevision(expected), bytes, mirror)
-                .await?
-        };
-        self.written(object, &key, value, outcome)
+        if meta.deletion_timestamp.is_some() && meta.finalizers.is_empty() {
+            // Without a read the spec is the stored one (`update_shortcut`), and so is the
+            // assignment to remove.
+            let mirror = match &current {
+                Some(current) => assignments::on_delete(&current.object, current.fields.json())?,
+                None => assignments::on_delete(&desired, fields.json())?,
+            };
+            let outcome = self.compare_and_delete(&key, expected, mirror).await?;
+            return self.finish(object, &key, desired, None, outcome);
+        }
+        self.put_over(object, &key, expected, current.as_ref(), desired, &fields)
+            .await
     }
 
     /// Writes only `object`'s status, if the object is still at its `resourceVersion`; spec,
     /// metadata and `generation` stay as stored. Nothing is written when the status is
     /// unchanged.
     ///
+    /// One round trip when the store knows what is stored at that `resourceVersion` and the
+    /// caller changed the status and nothing else; else the object is read first.
+    ///
     /// # Errors
     /// `Conflict` when the object changed since it was read; `NotFound` when it is gone;
     /// `Invalid` without a `resourceVersion`.
     pub async fn update_status<K: Resource>(&self, object: &K) -> Result<K, StoreError> {
-        let (key, expected, current) = self.read_for_update(object).await?;
-        let current_value = codec::to_value(&current)?;
-        let mut value = current_value.clone();
-        set_field(
-            &mut value,
-            "status",
-            codec::to_value(object)?.get("status").cloned(),
-        );
-        if value == current_value {
-            return Ok(current);
-        }
-        let bytes = serde_json::to_vec(&value).map_err(|err| invalid(object, err))?;
-        let mirror = assignments::on_put(K::KIND, Some(&current_value), &bytes)?;
-        let outcome = self
-            .compare_and_put(&key, Expect::ModRevision(expected), bytes, mirror)
-            .await?;
-        self.written(object, &key, value, outcome)
+        let (key, expected) = target_of(object)?;
+        let mut desired = object.clone();
+        normalize_namespace::<K>(desired.meta_mut());
+        desired.meta_mut().resource_version = None;
+        let mut fields = Fields::of(&desired)?;
+        let shortcut = match self.known().at(&key, expected) {
+            Some(stored) => {
+                let mine = self.known().fingerprint(&fields, expected);
+                update_status_shortcut(&stored, &mine)
+            }
+            None => Shortcut::Read,
+        };
+        let current = match shortcut {
+            Shortcut::Write { .. } => None,
+            Shortcut::Read => {
+                let current = self.read_current(object).await?;
+                let with_status = current.fields.with("status", fields.get("status"));
+                desired = codec::decode(key.as_bytes(), &with_status, 0)?;
+                desired.meta_mut().resource_version = None;
+                fields = Fields::of(&desired)?;
+                if fields.json() == current.fields.json() {
+                    self.remember(&key, &current.fields, expected);
+                    return Ok(current.object);
+                }
+                Some(current)
+            }
+        };
+        self.put_over(object, &key, expected, current.as_ref(), desired, &fields)
+            .await
     }
 
     /// Deletes an object, or, while it has finalizers, marks it with a `deletionTimestamp`
@@ -159,13 +212,15 @@ impl Store {
             };
             let mut object: K = codec::decode(kv.key(), kv.value(), kv.mod_revision())?;
             if object.meta().finalizers.is_empty() {
-                let stored = codec::to_value(&object)?;
-                let mirror = assignments::on_delete(K::KIND, &stored);
+                let mirror = assignments::on_delete(&object, kv.value())?;
                 match self
                     .compare_and_delete(&key, kv.mod_revision(), mirror)
                     .await?
                 {
-                    Cas::Done { .. } => return Ok(Deleted::Gone(object)),
+                    Cas::Done { revision } => {
+                        self.known().forget_before(&key, revision);
+                        return Ok(Deleted::Gone(object));
+                    }
                     Cas::Lost { current: None } => return Err(not_found()),
                     Cas::Lost { current: Some(_) } => continue,
                 }
@@ -173,15 +228,21 @@ impl Store {
             if object.meta().deletion_timestamp.is_some() {
                 return Ok(Deleted::Pending(object));
             }
-            let before = codec::to_value(&object)?;
             object.meta_mut().deletion_timestamp = Some(now());
-            let value = codec::encode(&object)?;
-            let mirror = assignments::on_put(K::KIND, Some(&before), &value)?;
+            let fields = Fields::of(&object)?;
+            // Only the deletionTimestamp changes: the assignment stays where it is.
+            let mirror = assignments::on_put(None, &object, fields.json())?;
             match self
-                .compare_and_put(&key, Expect::ModRevision(kv.mod_revision()), value, mirror)
+                .compare_and_put(
+                    &key,
+                    Expect::ModRevision(kv.mod_revision()),
+                    fields.json(),
+                    mirror,
+                )
                 .await?
             {
                 Cas::Done { revision } => {
+                    self.remember(&key, &fields, revision);
                     object.meta_mut().resource_version = Some(revision);
                     return Ok(Deleted::Pending(object));
                 }
@@ -195,19 +256,31 @@ impl Store {
         })
     }
 
+    /// Writes `desired` (stored as `fields`) over the object at `expected`: `current` when
+    /// it was read, else known to have the same spec and so the same assignment.
+    async fn put_over<K: Resource>(
+        &self,
+        object: &K,
+        key: &str,
+        expected: i64,
+        current: Option<&Current<K>>,
+        desired: K,
+        fields: &Fields,
+    ) -> Result<K, StoreError> {
+        let old = current.map(|c| (&c.object, c.fields.json()));
+        let mirror = assignments::on_put(old, &desired, fields.json())?;
+        let outcome = self
+            .compare_and_put(key, Expect::ModRevision(expected), fields.json(), mirror)
+            .await?;
+        self.finish(object, key, desired, Some(fields), outcome)
+    }
+
     /// The key, the revision the caller read, and the object as stored now.
     pub(super) async fn read_for_update<K: Resource>(
         &self,
         object: &K,
     ) -> Result<(String, i64, K), StoreError> {
-        let key = key_of(object)?;
-        let Some(expected) = object.meta().resource_version else {
-            return Err(StoreError::Invalid {
-                kind: K::KIND,
-                key: ObjectKey::of(object),
-                message: "it has no resourceVersion; read it first and update what was read".into(),
-            });
-        };
+        let (key, expected) = target_of(object)?;
         let Some(kv) = self.get_raw(&key).await? else {
             return Err(not_found(object));
         };
@@ -218,18 +291,46 @@ impl Store {
         Ok((key, expected, current))
     }
 
-    /// The object as written by an update, or why the write lost.
-    pub(super) fn written<K: Resource>(
+    /// The object as stored at the caller's revision, read.
+    async fn read_current<K: Resource>(&self, object: &K) -> Result<Current<K>, StoreError> {
+        let (_, _, object) = self.read_for_update(object).await?;
+        let fields = Fields::of(&object)?;
+        Ok(Current { object, fields })
+    }
+
+    /// Remembers that `key` holds `fields` at `revision`.
+    pub(super) fn remember(&self, key: &str, fields: &Fields, revision: i64) {
+        let known = self.known();
+        known.record(key, known.fingerprint(fields, revision));
+    }
+
+    /// The object as written by an update (`fields` as stored; `None` when the update
+    /// deleted it), or why the write lost.
+    pub(super) fn finish<K: Resource>(
         &self,
         object: &K,
         key: &str,
-        value: Value,
+        mut written: K,
+        fields: Option<&Fields>,
         outcome: Cas,
     ) -> Result<K, StoreError> {
         match outcome {
-            Cas::Done { revision } => codec::from_value(key, value, revision),
-            Cas::Lost { current: None } => Err(not_found(object)),
-            Cas::Lost { current: Some(_) } => Err(conflict(object)),
+            Cas::Done { revision } => {
+                match fields {
+                    Some(fields) => self.remember(key, fields, revision),
+                    None => self.known().forget_before(key, revision),
+                }
+                written.meta_mut().resource_version = Some(revision);
+                Ok(written)
+            }
+            Cas::Lost { current: None } => {
+                self.known().forget_before(key, i64::MAX);
+                Err(not_found(object))
+            }
+            Cas::Lost { current: Some(kv) } => {
+                self.known().forget_before(key, kv.mod_revision());
+                Err(conflict(object))
+            }
         }
     }
 
@@ -239,7 +340,7 @@ impl Store {
         &self,
         key: &str,
         expect: Expect,
-        value: Vec<u8>,
+        value: &[u8],
         also: Vec<TxnOp>,
     ) -> Result<Cas, StoreError> {
         let compare = match expect {
@@ -248,7 +349,7 @@ impl Store {
         };
         let (response, retried) = self
             .retrying(|attempt, mut kv| {
-                let mut ops = vec![TxnOp::put(key, value.clone(), None)];
+                let mut ops = vec![TxnOp::put(key, value.to_vec(), None)];
                 ops.extend(also.iter().cloned());
                 let txn = Txn::new()
                     .when([compare.clone()])
@@ -315,19 +416,25 @@ fn normalize_namespace<K: Resource>(meta: &mut dctl_apis::ObjectMeta) {
     }
 }
 
-fn key_of<K: Resource>(object: &K) -> Result<String, StoreError> {
+pub(super) fn key_of<K: Resource>(object: &K) -> Result<String, StoreError> {
     let meta = object.meta();
     keys::object_key(K::KIND, meta.namespace(), &meta.name)
 }
 
-/// Sets (or, for `None`, removes) a top-level field of an object's JSON.
-fn set_field(object: &mut Value, field: &str, value: Option<Value>) {
-    if let Some(map) = object.as_object_mut() {
-        match value {
-            Some(value) if !value.is_null() => map.insert(field.to_string(), value),
-            _ => map.remove(field),
-        };
-    }
+/// The key an update writes and the revision it compares.
+///
+/// # Errors
+/// `Invalid` without a `resourceVersion`, or for an ambiguous key.
+pub(super) fn target_of<K: Resource>(object: &K) -> Result<(String, i64), StoreError> {
+    let key = key_of(object)?;
+    let Some(expected) = object.meta().resource_version else {
+        return Err(StoreError::Invalid {
+            kind: K::KIND,
+            key: ObjectKey::of(object),
+            message: "it has no resourceVersion; read it first and update what was read".into(),
+        });
+    };
+    Ok((key, expected))
 }
 
 fn header_revision(response: &TxnResponse) -> i64 {
@@ -353,13 +460,5 @@ fn conflict<K: Resource>(object: &K) -> StoreError {
     StoreError::Conflict {
         kind: K::KIND,
         key: ObjectKey::of(object),
-    }
-}
-
-fn invalid<K: Resource>(object: &K, err: serde_json::Error) -> StoreError {
-    StoreError::Invalid {
-        kind: K::KIND,
-        key: ObjectKey::of(object),
-        message: format!("cannot encode it as JSON: {err}"),
     }
 }
