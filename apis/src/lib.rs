@@ -15,6 +15,7 @@ pub mod quantity;
 pub mod resources;
 pub mod template;
 
+pub mod endpoints;
 pub mod event;
 pub mod gitsync;
 pub mod network;
@@ -24,6 +25,7 @@ pub mod task;
 
 pub use constraint::{Constraint, ConstraintError, NodeFacts};
 pub use duration::{Duration, DurationError};
+pub use endpoints::Endpoints;
 pub use event::{Event, EventType, ObjectReference};
 pub use gitsync::GitSync;
 pub use manifest::{Document, ManifestError};

@@ -183,5 +183,6 @@ fn deserialize_kind(kind: Kind, yaml: &str) -> Result<AnyObject, serde_saphyr::E
         Kind::Network => AnyObject::Network(typed(yaml)?),
         Kind::Event => AnyObject::Event(typed(yaml)?),
         Kind::GitSync => AnyObject::GitSync(typed(yaml)?),
+        Kind::Endpoints => AnyObject::Endpoints(typed(yaml)?),
     })
 }

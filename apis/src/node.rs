@@ -109,6 +109,10 @@ pub struct NodeStatus {
     /// is the lease, not this field.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_heartbeat_time: Option<Time>,
+    /// Where the node's agent serves its tasks' logs (`host:port`): `dctl logs` asks it,
+    /// since the CLI cannot reach a remote Docker engine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_address: Option<String>,
 }
 
 /// The host's OS and CPU architecture, as Docker reports them (`linux`, `x86_64`).

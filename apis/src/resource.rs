@@ -104,16 +104,18 @@ pub enum Kind {
     Network,
     Event,
     GitSync,
+    Endpoints,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 6] = [
+    pub const ALL: [Kind; 7] = [
         Kind::Service,
         Kind::Task,
         Kind::Node,
         Kind::Network,
         Kind::Event,
         Kind::GitSync,
+        Kind::Endpoints,
     ];
 
     /// `Service`, as written in a manifest's `kind`.
@@ -125,6 +127,7 @@ impl Kind {
             Kind::Network => "Network",
             Kind::Event => "Event",
             Kind::GitSync => "GitSync",
+            Kind::Endpoints => "Endpoints",
         }
     }
 
@@ -137,6 +140,7 @@ impl Kind {
             Kind::Network => "networks",
             Kind::Event => "events",
             Kind::GitSync => "gitsyncs",
+            Kind::Endpoints => "endpoints",
         }
     }
 
@@ -149,6 +153,7 @@ impl Kind {
             Kind::Network => &["net"],
             Kind::Event => &["ev"],
             Kind::GitSync => &["gs"],
+            Kind::Endpoints => &["ep"],
         }
     }
 
@@ -205,6 +210,10 @@ macro_rules! with_kind {
                 type $K = $crate::GitSync;
                 $body
             }
+            $crate::Kind::Endpoints => {
+                type $K = $crate::Endpoints;
+                $body
+            }
         }
     };
 }
@@ -219,6 +228,7 @@ pub enum AnyObject {
     Network(crate::Network),
     Event(crate::Event),
     GitSync(crate::GitSync),
+    Endpoints(crate::Endpoints),
 }
 
 /// Runs `$body` with `$o` bound to the typed object inside an `AnyObject`.
@@ -232,6 +242,7 @@ macro_rules! with_object {
             $crate::AnyObject::Network($o) => $body,
             $crate::AnyObject::Event($o) => $body,
             $crate::AnyObject::GitSync($o) => $body,
+            $crate::AnyObject::Endpoints($o) => $body,
         }
     };
 }

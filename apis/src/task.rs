@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::meta::{Condition, Time};
 use crate::resource::resource;
-use crate::template::TaskTemplate;
+use crate::template::{Protocol, TaskTemplate};
 use crate::validation::{FieldError, FieldPath};
 
 resource!(
@@ -176,6 +176,20 @@ pub struct TaskStatus {
     /// the restart policy's `maxAttempts` is counted against it.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub restart_count: u32,
+    /// The host ports the container's ports are published on (ephemeral, picked by
+    /// Docker), for the endpoints controller and the proxy.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub host_ports: Vec<HostPort>,
+}
+
+/// A container port bound to a port of the node: `node address:hostPort` reaches it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HostPort {
+    pub container_port: i32,
+    pub host_port: i32,
+    #[serde(default)]
+    pub protocol: Protocol,
 }
 
 fn is_zero(n: &u32) -> bool {

@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 // Cluster side: run by the controller-manager that holds the leader lease.
+pub mod endpoints;
 pub mod gc;
 pub mod network;
 pub mod node_lifecycle;

@@ -40,6 +40,8 @@ enum Command {
     Describe(commands::describe::DescribeArgs),
     /// Delete objects by kind and name, or those a manifest names.
     Delete(commands::delete::DeleteArgs),
+    /// Print the output of a service's tasks (`service/web`) or of one task (`task/NAME`).
+    Logs(commands::logs::LogsArgs),
     /// Set a replicated service's replica count: `dctl scale service/web=5`.
     Scale(commands::scale::ScaleArgs),
     /// List nodes, or change one's availability and labels.
@@ -98,6 +100,7 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Get(args) => commands::get::run(&endpoints, args).await,
         Command::Describe(args) => commands::describe::run(&endpoints, args).await,
         Command::Delete(args) => commands::delete::run(&endpoints, args).await,
+        Command::Logs(args) => commands::logs::run(&endpoints, args).await,
         Command::Scale(args) => commands::scale::run(&endpoints, args).await,
         Command::Node(command) => commands::node::run(&endpoints, command).await,
         Command::Up(args) => daemons::up::run(args).await,

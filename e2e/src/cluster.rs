@@ -105,12 +105,38 @@ impl Cluster {
             node.clone(),
             "--container-label".into(),
             container_label,
+            // Any free port: agents of concurrent tests share this host.
+            "--listen".into(),
+            "127.0.0.1:0".into(),
         ];
         for (k, v) in labels {
             args.push("--label".into());
             args.push(format!("{k}={v}"));
         }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let daemon = self.spawn(&args);
+        self.agents.insert(node.clone(), daemon);
+        node
+    }
+
+    /// Starts (or restarts) the agent of node `short` like [`Cluster::start_agent`], with
+    /// `extra` arguments after the others: the traffic tests give one agent
+    /// `--proxy-bind 127.0.0.1` and the others `--no-proxy`, since agents on one host
+    /// would otherwise all listen on the same published ports.
+    pub fn start_agent_with(&mut self, short: &str, extra: &[&str]) -> String {
+        let node = self.node(short);
+        let (key, value) = self.leftovers.label();
+        let container_label = format!("{key}={value}");
+        let mut args = vec![
+            "agent",
+            "--node",
+            &node,
+            "--container-label",
+            &container_label,
+            "--listen",
+            "127.0.0.1:0",
+        ];
+        args.extend_from_slice(extra);
         let daemon = self.spawn(&args);
         self.agents.insert(node.clone(), daemon);
         node

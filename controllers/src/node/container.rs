@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use bollard::models::{
     ContainerCreateBody, EndpointSettings, HostConfig, Mount, MountType, NetworkingConfig,
-    RestartPolicy, RestartPolicyNameEnum,
+    PortBinding, PortMap, RestartPolicy, RestartPolicyNameEnum,
 };
 use dctl_apis::template::MountType as TaskMountType;
 use dctl_apis::{QuantityError, Task, TaskTemplate};
@@ -236,6 +236,7 @@ fn host_config(
         // The first network is the container's primary one; without it Docker would put
         // the container on the default bridge and ignore the endpoint settings.
         network_mode: first_network.map(|join| join.network.clone()),
+        port_bindings: port_bindings(template),
         // A task is never restarted in place: the service controller replaces it.
         restart_policy: Some(RestartPolicy {
             name: Some(RestartPolicyNameEnum::NO),
@@ -243,6 +244,26 @@ fn host_config(
         }),
         ..Default::default()
     })
+}
+
+/// Every template port published on an ephemeral port of the host's IPv4 addresses
+/// (Docker picks it; the task runtime reports it in `Task.status.hostPorts`), for the
+/// proxy to reach the task from any node. `0.0.0.0`, not the empty address: Docker 20.10
+/// would pick different ports for IPv4 and IPv6.
+fn port_bindings(template: &TaskTemplate) -> Option<PortMap> {
+    let bindings: PortMap = template
+        .ports
+        .iter()
+        .map(|port| {
+            let binding = PortBinding {
+                host_ip: Some("0.0.0.0".to_string()),
+                host_port: Some(String::new()),
+            };
+            let key = format!("{}/{}", port.container_port, port.protocol);
+            (key, Some(vec![binding]))
+        })
+        .collect();
+    (!bindings.is_empty()).then_some(bindings)
 }
 
 /// The task name, cut to what Linux accepts as a host name.
@@ -528,5 +549,30 @@ mod tests {
         assert_eq!(hostname(&long), "s".repeat(63));
         let dotted = format!("{}.1.abcde", "s".repeat(62));
         assert_eq!(hostname(&dotted), "s".repeat(62));
+    }
+
+    #[test]
+    fn template_ports_are_published_on_ephemeral_host_ports() {
+        let plan = plan_of(
+            json!({"image": "x", "ports": [{"containerPort": 8080}, {"containerPort": 53, "protocol": "udp"}]}),
+            &[],
+        );
+        let bindings = plan.create.host_config.unwrap().port_bindings.unwrap();
+        let ephemeral = Some(vec![PortBinding {
+            host_ip: Some("0.0.0.0".into()),
+            host_port: Some(String::new()),
+        }]);
+        assert_eq!(
+            bindings,
+            PortMap::from([
+                ("8080/tcp".to_string(), ephemeral.clone()),
+                ("53/udp".to_string(), ephemeral),
+            ])
+        );
+        let host = plan_of(json!({"image": "x"}), &[])
+            .create
+            .host_config
+            .unwrap();
+        assert_eq!(host.port_bindings, None);
     }
 }

@@ -1,7 +1,7 @@
 //! The Node status an agent reports: what its engine says, and the `Ready` condition.
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use bollard::models::{SystemInfo, SystemVersion};
@@ -148,6 +148,22 @@ pub fn next_status(
     next
 }
 
+/// The address the agent's log endpoint is reached at, as the Node advertises it: the
+/// bound address itself, unless it is a wildcard (`0.0.0.0`, `::`), which no peer can dial;
+/// then the node's first non-loopback address with the bound port, else 127.0.0.1 (a
+/// single-host cluster still works).
+pub fn advertised_agent_address(bound: SocketAddr, addresses: &[String]) -> String {
+    if !bound.ip().is_unspecified() {
+        return bound.to_string();
+    }
+    let host = addresses
+        .iter()
+        .filter_map(|a| a.parse::<IpAddr>().ok())
+        .find(|ip| !ip.is_loopback() && !ip.is_unspecified())
+        .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    SocketAddr::new(host, bound.port()).to_string()
+}
+
 pub(crate) fn ready_status(status: &NodeStatus) -> Option<ConditionStatus> {
     find_condition(&status.conditions, CONDITION_READY).map(|c| c.status)
 }
@@ -202,6 +218,22 @@ mod tests {
         assert_eq!(labels, [("k", "v=w"), ("ssd", ""), ("zone", "eu")]);
         let empty = engine_facts(&SystemInfo::default(), &SystemVersion::default(), vec![]);
         assert_eq!(empty.capacity.cpus.as_str(), "0");
+    }
+
+    #[test]
+    fn advertises_a_dialable_agent_address() {
+        let any: SocketAddr = "0.0.0.0:7950".parse().unwrap();
+        let addresses = ["127.0.0.1".to_string(), "bogus".into(), "192.0.2.2".into()];
+        assert_eq!(advertised_agent_address(any, &addresses), "192.0.2.2:7950");
+        assert_eq!(advertised_agent_address(any, &[]), "127.0.0.1:7950");
+        let v6 = ["::1".to_string(), "2001:db8::2".into()];
+        let any6: SocketAddr = "[::]:80".parse().unwrap();
+        assert_eq!(advertised_agent_address(any6, &v6), "[2001:db8::2]:80");
+        let bound: SocketAddr = "127.0.0.1:40123".parse().unwrap();
+        assert_eq!(
+            advertised_agent_address(bound, &addresses),
+            "127.0.0.1:40123"
+        );
     }
 
     #[test]

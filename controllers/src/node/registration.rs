@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
@@ -21,7 +22,9 @@ use dctl_runtime::lease::{Lease, LeaseError};
 use dctl_runtime::store::{keys, Store, StoreError};
 use etcd_client::{GetOptions, PutOptions};
 
-use super::node_status::{next_status, observe_engine, ready_status, Observation};
+use super::node_status::{
+    advertised_agent_address, next_status, observe_engine, ready_status, Observation,
+};
 
 /// How often a write that keeps losing its race is retried before the next round.
 const WRITE_ATTEMPTS: usize = 5;
@@ -68,6 +71,9 @@ pub struct RegistrationConfig {
     /// How old `lastHeartbeatTime` may grow before it is written although nothing else
     /// changed. Default 5 minutes, Kubernetes' `nodeStatusReportFrequency`.
     pub status_report_interval: Duration,
+    /// Where the agent's log endpoint listens (as bound, so port 0 is resolved); the
+    /// status advertises it as `agentAddress` for `dctl logs`. Default: none.
+    pub agent_address: Option<SocketAddr>,
 }
 
 impl RegistrationConfig {
@@ -78,6 +84,7 @@ impl RegistrationConfig {
             heartbeat_ttl: Duration::from_secs(10),
             status_interval: Duration::from_secs(30),
             status_report_interval: Duration::from_secs(5 * 60),
+            agent_address: None,
         }
     }
 
@@ -102,6 +109,12 @@ impl RegistrationConfig {
     #[must_use]
     pub fn status_report_interval(mut self, interval: Duration) -> Self {
         self.status_report_interval = interval;
+        self
+    }
+
+    #[must_use]
+    pub fn agent_address(mut self, bound: SocketAddr) -> Self {
+        self.agent_address = Some(bound);
         self
     }
 }
@@ -352,12 +365,16 @@ impl Agent {
         for _ in 0..WRITE_ATTEMPTS {
             let mut node: Node = self.store.get("", self.name()).await.map_err(error)?;
             let current = node.status.clone().unwrap_or_default();
-            let next = next_status(
+            let mut next = next_status(
                 &current,
                 observation,
                 now(),
                 self.config.status_report_interval,
             );
+            // From the addresses just observed: a wildcard bind is advertised as one of them.
+            if let Some(bound) = self.config.agent_address {
+                next.agent_address = Some(advertised_agent_address(bound, &next.addresses));
+            }
             if next == current {
                 return Ok(());
             }

@@ -1,11 +1,13 @@
-//! `dctl agent`: one Docker host's node-side controllers: registration and heartbeat, and
-//! the task runtime.
+//! `dctl agent`: one Docker host's node-side controllers: registration and heartbeat, the
+//! task runtime, and the log endpoint `dctl logs` reads from.
 
 use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use clap::Args;
-use dctl_controllers::node::{engine, registration, tasks};
+use dctl_controllers::node::{engine, log_server, probes, proxy, registration, tasks};
 use dctl_runtime::store::Store;
+use tokio::net::TcpListener;
 
 use super::{connect_store, hostname, parse_label, Shutdown};
 
@@ -22,6 +24,17 @@ pub struct AgentArgs {
     /// leftovers). Repeatable.
     #[arg(long = "container-label", value_parser = parse_label)]
     pub container_labels: Vec<(String, String)>,
+    /// Where this agent serves its tasks' logs to `dctl logs` (the Node advertises it as
+    /// status.agentAddress; on 0.0.0.0, with the node's first non-loopback address).
+    #[arg(long = "listen", default_value = log_server::DEFAULT_LISTEN)]
+    pub listen: SocketAddr,
+    /// The address the proxy (routing mesh) listens on for every published port.
+    #[arg(long = "proxy-bind", default_value_t = IpAddr::V4(Ipv4Addr::UNSPECIFIED))]
+    pub proxy_bind: IpAddr,
+    /// Run no proxy on this node: its published ports are served by the other nodes only
+    /// (several agents on one host would otherwise fight over the same ports).
+    #[arg(long = "no-proxy")]
+    pub no_proxy: bool,
 }
 
 impl AgentArgs {
@@ -44,14 +57,48 @@ pub async fn run_with_store(store: Store, args: AgentArgs, shutdown: Shutdown) {
         _ = shutdown.signalled() => return,
     };
     let node_name = args.node_name();
-    tracing::info!(node = node_name, "agent starting");
+    // Bound before registering, so the Node advertises the port actually bound (`:0`).
+    let listener = match TcpListener::bind(args.listen).await {
+        Ok(listener) => listener,
+        Err(err) => {
+            tracing::error!(
+                node = node_name,
+                "cannot serve logs on {}: {err}; choose another address with --listen",
+                args.listen
+            );
+            return;
+        }
+    };
+    let listening = listener.local_addr().unwrap_or(args.listen);
+    tracing::info!(node = node_name, %listening, "agent starting");
     let labels: BTreeMap<String, String> = args.labels.iter().cloned().collect();
     let container_labels: BTreeMap<String, String> =
         args.container_labels.iter().cloned().collect();
+    let routing_mesh = (!args.no_proxy).then(|| {
+        tokio::spawn(proxy::run(
+            store.clone(),
+            proxy::ProxyConfig::new(&node_name).bind(args.proxy_bind),
+            shutdown.signalled(),
+        ))
+    });
+    let prober = tokio::spawn(probes::run(
+        store.clone(),
+        docker.clone(),
+        probes::ProbesConfig::new(&node_name),
+        shutdown.signalled(),
+    ));
     let registration = registration::run(
         store.clone(),
         docker.clone(),
-        registration::RegistrationConfig::new(&node_name).labels(labels),
+        registration::RegistrationConfig::new(&node_name)
+            .labels(labels)
+            .agent_address(listening),
+        shutdown.signalled(),
+    );
+    let log_endpoint = log_server::serve(
+        listener,
+        docker.clone(),
+        node_name.clone(),
         shutdown.signalled(),
     );
     let task_runtime = tasks::run(
@@ -64,11 +111,19 @@ pub async fn run_with_store(store: Store, args: AgentArgs, shutdown: Shutdown) {
         },
         shutdown.signalled(),
     );
-    let (registered, ran) = tokio::join!(registration, task_runtime);
+    let (registered, ran, ()) = tokio::join!(registration, task_runtime, log_endpoint);
     if let Err(err) = registered {
         tracing::error!("node registration stopped: {err}");
     }
     if let Err(err) = ran {
         tracing::error!("task runtime stopped: {err}");
+    }
+    if let Ok(Err(err)) = prober.await {
+        tracing::error!("probe controllers stopped: {err}");
+    }
+    if let Some(routing_mesh) = routing_mesh {
+        if let Ok(Err(err)) = routing_mesh.await {
+            tracing::error!("proxy stopped: {err}");
+        }
     }
 }

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Args;
-use dctl_controllers::{gc, network, node_lifecycle, scheduler, service};
+use dctl_controllers::{endpoints, gc, network, node_lifecycle, scheduler, service};
 use dctl_runtime::leader_election::{self, LeaderElector};
 use dctl_runtime::store::Store;
 use futures::future::join_all;
@@ -104,6 +104,10 @@ async fn run_controllers(store: &Store, args: &ControllerManagerArgs, leading: &
                 scheduler::Config::default(),
                 leading.signalled(),
             ),
+        )),
+        tokio::spawn(report(
+            "endpoints",
+            endpoints::run(store.clone(), leading.signalled()),
         )),
         tokio::spawn(report(
             "garbage-collector",

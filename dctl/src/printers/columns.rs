@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use dctl_apis::meta::find_condition;
 use dctl_apis::task::TaskState;
 use dctl_apis::{
-    Condition, ConditionStatus, Event, GitSync, Network, Node, Resource, Service, Task,
+    Condition, ConditionStatus, Endpoints, Event, GitSync, Network, Node, Resource, Service, Task,
 };
 
 /// A kind that `dctl get` can print as a table.
@@ -267,6 +267,43 @@ impl Printable for GitSync {
             row.push(none_if_empty(status.message.clone()));
         }
         row
+    }
+}
+
+impl Printable for Endpoints {
+    fn columns(_wide: bool) -> &'static [&'static str] {
+        &["NAME", "ENDPOINTS", "AGE"]
+    }
+
+    /// kubectl's `10.0.0.1:31234,10.0.0.2:31240 + 3 more...`: Ready endpoints only.
+    fn row(&self, _wide: bool, now: DateTime<Utc>) -> Vec<String> {
+        const SHOWN: usize = 3;
+        let ready: Vec<String> = self
+            .spec
+            .endpoints
+            .iter()
+            .filter(|endpoint| endpoint.ready)
+            .flat_map(|endpoint| {
+                self.spec
+                    .ports
+                    .iter()
+                    .filter_map(|port| endpoint.socket_address(&port.name))
+            })
+            .collect();
+        let mut text = ready
+            .iter()
+            .take(SHOWN)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(",");
+        if ready.len() > SHOWN {
+            text.push_str(&format!(" + {} more...", ready.len() - SHOWN));
+        }
+        vec![
+            self.metadata.name.clone(),
+            none_if_empty(text),
+            age(&self.metadata.creation_timestamp, now),
+        ]
     }
 }
 

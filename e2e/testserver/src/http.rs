@@ -52,6 +52,9 @@ impl Response {
 pub fn serve(stream: TcpStream, state: &State) {
     let _ = stream.set_read_timeout(Some(IDLE_TIMEOUT));
     let _ = stream.set_nodelay(true);
+    let peer = stream
+        .peer_addr()
+        .map_or_else(|_| "?".to_string(), |a| a.to_string());
     let Ok(mut writer) = stream.try_clone() else {
         return;
     };
@@ -67,6 +70,8 @@ pub fn serve(stream: TcpStream, state: &State) {
             }
         };
         let response = route(&request, state);
+        // One line per request, so `dctl logs` has something to show.
+        println!("{}", access_line(&request, response.status, &peer));
         let head_only = request.method == "HEAD";
         let close = request.close || response.exit.is_some();
         if write_response(&mut writer, &response, head_only, close).is_err() {
@@ -82,6 +87,15 @@ pub fn serve(stream: TcpStream, state: &State) {
             return;
         }
     }
+}
+
+/// `GET /sleep?ms=5 200 from 172.17.0.1:40312`: what was asked, the answer, and by whom.
+pub fn access_line(request: &Request, status: u16, peer: &str) -> String {
+    let query = if request.query.is_empty() { "" } else { "?" };
+    format!(
+        "{} {}{query}{} {status} from {peer}",
+        request.method, request.path, request.query
+    )
 }
 
 /// One request from `reader`; `None` when the client closed the connection between
@@ -356,6 +370,16 @@ mod tests {
         assert_eq!(answer(&state, "GET", "/healthz").0, 200);
         assert_eq!(answer(&state, "GET", "/ready/fail").0, 405);
         assert_eq!(answer(&state, "GET", "/nope").0, 404);
+    }
+
+    #[test]
+    fn logs_one_line_per_request() {
+        let line = access_line(&request("GET", "/sleep?ms=5"), 200, "10.0.0.1:1");
+        assert_eq!(line, "GET /sleep?ms=5 200 from 10.0.0.1:1");
+        assert_eq!(
+            access_line(&request("GET", "/"), 404, "?"),
+            "GET / 404 from ?"
+        );
     }
 
     #[test]

@@ -3,9 +3,11 @@
 //! `GET /` says who and which version answered; `/healthz` and `/ready` answer 200 until
 //! `POST /healthz/fail` or `POST /ready/fail` (and again after `…/ok`); `GET /exit?code=N`
 //! exits with N after answering; `GET /sleep?ms=N` answers late; `GET /upstream` fetches
-//! the `--upstream` URL. SIGTERM exits 0 at once. See `config.rs` for the settings.
+//! the `--upstream` URL. SIGTERM exits 0 at once. Every request is logged on stdout, one
+//! line each. See `config.rs` for the settings.
 #![forbid(unsafe_code)]
 
+mod check;
 mod config;
 mod http;
 
@@ -20,6 +22,19 @@ use signal_hook::iterator::Signals;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if let [flag, target] = args.as_slice() {
+        if flag == "--check" {
+            // A probe command: `dctl-testserver --check http://127.0.0.1:8080/healthz`.
+            match check::check(target) {
+                Ok(message) => println!("{message}"),
+                Err(message) => {
+                    println!("{message}");
+                    std::process::exit(1);
+                }
+            }
+            return;
+        }
+    }
     let env: BTreeMap<String, String> = std::env::vars().collect();
     let config = match config::parse(&args, &env) {
         Ok(config) => config,

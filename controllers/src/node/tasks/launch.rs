@@ -18,7 +18,7 @@ use futures::TryStreamExt;
 
 use super::observed::{self, engine_message, status_code, Observed, Phase};
 use super::reconcile::{docker_error, ReconcileError, TaskRun};
-use super::status::Report;
+use super::status::{Gates, Report};
 use crate::node::container::{self, ContainerPlan, NetworkJoin, LABEL_TASK_UID};
 use crate::node::networks::{ensure_network, NetworkError};
 
@@ -132,9 +132,11 @@ async fn start_and_report(run: &mut TaskRun<'_>, id: String) -> Result<Action, R
     match started {
         Some(container) if container.is_running() => {
             let addresses = container.addresses_in_order(&run.docker_networks());
+            let gates = Gates::of(&run.task.spec.template, container.health_check);
             run.report(Report::Running {
                 container_id: container.id,
                 addresses,
+                gates,
             })
             .await?;
             Ok(Action::await_change())

@@ -12,6 +12,8 @@
 
 mod adopt;
 mod docker_events;
+mod drain;
+mod host_ports;
 mod launch;
 mod observed;
 mod reconcile;
@@ -35,7 +37,7 @@ use dctl_runtime::store::Store;
 use dctl_runtime::{watcher, ObjectKey};
 
 pub use reconcile::ReconcileError;
-pub use status::{next_status, Report};
+pub use status::{next_status, Gates, Report};
 
 /// The controller's name in logs, spans and metrics.
 const CONTROLLER: &str = "tasks";

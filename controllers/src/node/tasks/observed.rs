@@ -3,7 +3,9 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use bollard::errors::Error as DockerError;
-use bollard::models::{ContainerInspectResponse, ContainerStateStatusEnum, ContainerSummary};
+use bollard::models::{
+    ContainerInspectResponse, ContainerStateStatusEnum, ContainerSummary, HealthStatusEnum,
+};
 use bollard::query_parameters::ListContainersOptionsBuilder;
 use bollard::Docker;
 use dctl_runtime::ObjectKey;
@@ -46,6 +48,8 @@ pub struct Observed {
     pub addresses: BTreeMap<String, String>,
     /// Docker's own error text when a start failed (`exec: "/x": not found`).
     pub error: Option<String>,
+    /// The container has a Docker HEALTHCHECK (from its image or its create options).
+    pub health_check: bool,
 }
 
 impl Observed {
@@ -76,12 +80,19 @@ impl Observed {
                 Some((network, address))
             })
             .collect();
+        let health_check = state.health.as_ref().is_some_and(|health| {
+            !matches!(
+                health.status,
+                None | Some(HealthStatusEnum::NONE | HealthStatusEnum::EMPTY)
+            )
+        });
         Some(Observed {
             id,
             phase,
             networks,
             addresses,
             error: state.error.filter(|e| !e.is_empty()),
+            health_check,
         })
     }
 

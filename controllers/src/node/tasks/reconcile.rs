@@ -12,7 +12,7 @@ use dctl_runtime::store::StoreError;
 use dctl_runtime::ObjectKey;
 
 use super::observed::{self, Observed, Phase};
-use super::status::{next_status, Report};
+use super::status::{next_status, Gates, Report};
 use super::{adopt, launch, teardown, Context};
 use crate::node::container::container_name;
 use crate::node::networks::{docker_network_name, NetworkError};
@@ -180,11 +180,15 @@ impl TaskRun<'_> {
         match container.phase {
             Phase::Running => {
                 let addresses = container.addresses_in_order(&self.docker_networks());
+                let id = container.id.clone();
+                let gates = Gates::of(&self.task.spec.template, container.health_check);
                 self.report(Report::Running {
                     container_id: container.id,
                     addresses,
+                    gates,
                 })
                 .await?;
+                self.report_host_ports(&id).await?;
             }
             Phase::Exited {
                 exit_code,
@@ -234,6 +238,8 @@ impl TaskRun<'_> {
         let mut exit_code = None;
         if let Some(container) = &container {
             if container.is_running() {
+                // Out of traffic first, then signalled (docs/task-lifecycle.md).
+                self.drain().await?;
                 self.stop(container).await?;
             }
             let after = observed::inspect(&self.ctx.docker, &container.id)

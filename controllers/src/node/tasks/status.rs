@@ -1,8 +1,31 @@
 //! Computes a task's next status from what the agent observed: forward only, no empty writes.
 
-use dctl_apis::meta::set_condition;
+use dctl_apis::meta::{find_condition, set_condition};
 use dctl_apis::task::{TaskStatus, CONDITION_LIVE, CONDITION_READY, CONDITION_STARTED};
-use dctl_apis::{Condition, ConditionStatus, TaskState, Time};
+use dctl_apis::{Condition, ConditionStatus, TaskState, TaskTemplate, Time};
+
+use crate::node::probes::conditions::{
+    REASON_HEALTH_STARTING, REASON_LIVENESS_FAILED, REASON_STARTUP_FAILED, REASON_TERMINATING,
+};
+
+/// What the probe conditions at `running` wait for: the template's probes, and the
+/// container's Docker HEALTHCHECK (docs/task-lifecycle.md, "Probe conditions").
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Gates {
+    pub startup_probe: bool,
+    pub readiness_probe: bool,
+    pub health_check: bool,
+}
+
+impl Gates {
+    pub fn of(template: &TaskTemplate, health_check: bool) -> Gates {
+        Gates {
+            startup_probe: template.probes.startup.is_some(),
+            readiness_probe: template.probes.readiness.is_some(),
+            health_check,
+        }
+    }
+}
 
 /// What the agent has to report about a task.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -17,6 +40,7 @@ pub enum Report {
     Running {
         container_id: String,
         addresses: Vec<String>,
+        gates: Gates,
     },
     /// The container's process ended by itself.
     Exited {
@@ -80,7 +104,12 @@ impl Report {
 /// move the task backwards or out of a terminal state, or changes nothing.
 pub fn next_status(current: Option<&TaskStatus>, report: &Report, now: Time) -> Option<TaskStatus> {
     let current = current.cloned().unwrap_or_default();
-    let state = report.state();
+    let killed_by = killed_by_probe(&current);
+    let state = match (report, &killed_by) {
+        // Stopped by its prober: failed, whatever the exit code of the stop.
+        (Report::Exited { .. }, Some(_)) => TaskState::Failed,
+        _ => report.state(),
+    };
     let mut next = current.clone();
     if state != current.state {
         if !current.state.can_move_to(state) {
@@ -89,12 +118,18 @@ pub fn next_status(current: Option<&TaskStatus>, report: &Report, now: Time) -> 
         next.state = state;
         next.timestamp = Some(now);
     }
-    next.message = report.message();
+    next.message = match (report, killed_by) {
+        (Report::Exited { exit_code, .. }, Some(failure)) => {
+            format!("task: {failure} (exit code {exit_code})")
+        }
+        _ => report.message(),
+    };
     match report {
         Report::Starting { container_id } => next.container_id = Some(container_id.clone()),
         Report::Running {
             container_id,
             addresses,
+            ..
         } => {
             next.container_id = Some(container_id.clone());
             next.addresses.clone_from(addresses);
@@ -125,15 +160,83 @@ pub fn next_status(current: Option<&TaskStatus>, report: &Report, now: Time) -> 
             next.error = Some(next.message.clone());
         }
     }
-    set_lifecycle_conditions(&mut next.conditions, state, now);
+    match report {
+        Report::Running { gates, .. } if state != current.state => {
+            set_running_conditions(&mut next.conditions, *gates, now);
+        }
+        _ if state != current.state => set_lifecycle_conditions(&mut next.conditions, state, now),
+        _ => {}
+    }
     (next != current).then_some(next)
 }
 
-/// Until the probe controllers land (docs/task-lifecycle.md, "Readiness before probes"):
-/// `Started`, `Live` and `Ready` are `True` while running and `False` once the task ends.
+/// `task: killed after failing its liveness probe: HTTP 503` when a prober stopped the
+/// task's container (its `Started` or `Live` condition says so).
+fn killed_by_probe(status: &TaskStatus) -> Option<String> {
+    [
+        (CONDITION_STARTED, REASON_STARTUP_FAILED, "startup"),
+        (CONDITION_LIVE, REASON_LIVENESS_FAILED, "liveness"),
+    ]
+    .into_iter()
+    .find_map(|(type_, reason, probe)| {
+        let condition = find_condition(&status.conditions, type_)?;
+        (condition.status == ConditionStatus::False && condition.reason == reason).then(|| {
+            format!(
+                "killed after failing its {probe} probe: {}",
+                condition.message
+            )
+        })
+    })
+}
+
+/// On entering `running`, `True` for what no probe decides (docs/task-lifecycle.md,
+/// "Probe conditions"): `Started` without a startup probe, `Live` always (until a
+/// liveness failure), `Ready` without a startup or readiness probe or Docker
+/// HEALTHCHECK. The probers set the rest. A `Ready` the task runtime already took away
+/// (`Terminating`) stays so.
+fn set_running_conditions(conditions: &mut Vec<Condition>, gates: Gates, now: Time) {
+    let (started, started_reason) = if gates.startup_probe {
+        (ConditionStatus::False, "StartupProbePending")
+    } else {
+        (ConditionStatus::True, "TaskRunning")
+    };
+    let (ready, ready_reason) = if gates.startup_probe {
+        (ConditionStatus::False, "StartupProbePending")
+    } else if gates.readiness_probe {
+        (ConditionStatus::False, "ReadinessProbePending")
+    } else if gates.health_check {
+        (ConditionStatus::False, REASON_HEALTH_STARTING)
+    } else {
+        (ConditionStatus::True, "TaskRunning")
+    };
+    let terminating =
+        find_condition(conditions, CONDITION_READY).is_some_and(|c| c.reason == REASON_TERMINATING);
+    for (type_, status, reason) in [
+        (CONDITION_STARTED, started, started_reason),
+        (CONDITION_LIVE, ConditionStatus::True, "TaskRunning"),
+        (CONDITION_READY, ready, ready_reason),
+    ] {
+        if type_ == CONDITION_READY && terminating {
+            continue;
+        }
+        set_condition(
+            conditions,
+            Condition {
+                type_: type_.to_string(),
+                status,
+                reason: reason.to_string(),
+                message: String::new(),
+                last_transition_time: now,
+                observed_generation: None,
+            },
+        );
+    }
+}
+
+/// `Started`, `Live` and `Ready` are `False` once the task ends; one already `False` keeps
+/// its reason (`LivenessProbeFailed`, `Terminating`), which says more.
 fn set_lifecycle_conditions(conditions: &mut Vec<Condition>, state: TaskState, now: Time) {
     let (status, reason) = match state {
-        TaskState::Running => (ConditionStatus::True, "TaskRunning"),
         TaskState::Complete => (ConditionStatus::False, "TaskComplete"),
         TaskState::Shutdown => (ConditionStatus::False, "TaskShutdown"),
         TaskState::Failed => (ConditionStatus::False, "TaskFailed"),
@@ -142,6 +245,9 @@ fn set_lifecycle_conditions(conditions: &mut Vec<Condition>, state: TaskState, n
         _ => return,
     };
     for type_ in [CONDITION_STARTED, CONDITION_LIVE, CONDITION_READY] {
+        if find_condition(conditions, type_).is_some_and(|c| c.status == status) {
+            continue;
+        }
         set_condition(
             conditions,
             Condition {
@@ -176,9 +282,14 @@ mod tests {
     }
 
     fn running() -> Report {
+        running_with(Gates::default())
+    }
+
+    fn running_with(gates: Gates) -> Report {
         Report::Running {
             container_id: "c1".into(),
             addresses: vec!["10.0.0.2".into()],
+            gates,
         }
     }
 
@@ -255,6 +366,7 @@ mod tests {
         let moved = Report::Running {
             container_id: "c1".into(),
             addresses: vec!["10.0.0.9".into()],
+            gates: Gates::default(),
         };
         let next = next_status(Some(&first), &moved, at(3)).unwrap();
         assert_eq!(next.addresses, ["10.0.0.9"]);
@@ -334,5 +446,120 @@ mod tests {
         };
         let next = next_status(Some(&status(TaskState::Accepted)), &rejected, at(1)).unwrap();
         assert_eq!(next.error.as_deref(), Some(next.message.as_str()));
+    }
+
+    fn conditions_of(status: &TaskStatus) -> Vec<(&str, ConditionStatus, &str)> {
+        [CONDITION_STARTED, CONDITION_LIVE, CONDITION_READY]
+            .into_iter()
+            .map(|type_| {
+                let c = find_condition(&status.conditions, type_).unwrap();
+                (type_, c.status, c.reason.as_str())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn running_sets_true_only_what_no_probe_decides() {
+        use ConditionStatus::{False, True};
+        let gates = |startup_probe, readiness_probe, health_check| Gates {
+            startup_probe,
+            readiness_probe,
+            health_check,
+        };
+        let cases = [
+            (
+                gates(false, false, false),
+                [
+                    (True, "TaskRunning"),
+                    (True, "TaskRunning"),
+                    (True, "TaskRunning"),
+                ],
+            ),
+            (
+                gates(true, true, false),
+                [
+                    (False, "StartupProbePending"),
+                    (True, "TaskRunning"),
+                    (False, "StartupProbePending"),
+                ],
+            ),
+            (
+                gates(false, true, true),
+                [
+                    (True, "TaskRunning"),
+                    (True, "TaskRunning"),
+                    (False, "ReadinessProbePending"),
+                ],
+            ),
+            (
+                gates(false, false, true),
+                [
+                    (True, "TaskRunning"),
+                    (True, "TaskRunning"),
+                    (False, "HealthStarting"),
+                ],
+            ),
+        ];
+        for (gates, expected) in cases {
+            let next = next_status(
+                Some(&status(TaskState::Starting)),
+                &running_with(gates),
+                at(1),
+            )
+            .unwrap();
+            let got: Vec<(ConditionStatus, &str)> = conditions_of(&next)
+                .into_iter()
+                .map(|(_, s, r)| (s, r))
+                .collect();
+            assert_eq!(got, expected, "{gates:?}");
+        }
+        // A later report while running leaves the probers' conditions alone.
+        let mut probed =
+            next_status(Some(&status(TaskState::Starting)), &running(), at(1)).unwrap();
+        probed.conditions[2].status = False;
+        probed.conditions[2].reason = "ReadinessProbeFailed".into();
+        let moved = Report::Running {
+            container_id: "c1".into(),
+            addresses: vec!["10.0.0.9".into()],
+            gates: Gates::default(),
+        };
+        let next = next_status(Some(&probed), &moved, at(2)).unwrap();
+        assert_eq!(
+            conditions_of(&next)[2],
+            (CONDITION_READY, False, "ReadinessProbeFailed")
+        );
+    }
+
+    #[test]
+    fn a_task_its_prober_killed_fails_with_the_probe_failure() {
+        let mut running =
+            next_status(Some(&status(TaskState::Starting)), &running(), at(1)).unwrap();
+        for condition in running.conditions.iter_mut().skip(1) {
+            condition.status = ConditionStatus::False;
+            condition.reason = REASON_LIVENESS_FAILED.into();
+            condition.message = "HTTP 503".into();
+        }
+        // SIGTERM made the process exit 0: still failed, not complete.
+        let failed = next_status(Some(&running), &exited(0), at(5)).unwrap();
+        assert_eq!(failed.state, TaskState::Failed);
+        let message = "task: killed after failing its liveness probe: HTTP 503 (exit code 0)";
+        assert_eq!(failed.message, message);
+        assert_eq!(failed.error.as_deref(), Some(message));
+        assert_eq!(
+            conditions_of(&failed),
+            [
+                (CONDITION_STARTED, ConditionStatus::False, "TaskFailed"),
+                (
+                    CONDITION_LIVE,
+                    ConditionStatus::False,
+                    REASON_LIVENESS_FAILED
+                ),
+                (
+                    CONDITION_READY,
+                    ConditionStatus::False,
+                    REASON_LIVENESS_FAILED
+                ),
+            ]
+        );
     }
 }

@@ -1,0 +1,315 @@
+//! The proxy (routing mesh): every published port on every node, to Ready endpoints only.
+//!
+//! DESIGN §5, node side. The proxy watches every `Endpoints` object (its only input) and
+//! keeps one TCP listener per published port on the agent's bind address; each accepted
+//! connection goes to the next Ready endpoint, round robin ([`balancer`]), at the node
+//! address and host port the Endpoints give, whichever node that is ([`forward`]). An
+//! update applies to new connections at once; open connections finish on their own. With
+//! no Ready endpoint a connection is reset at once, never left hanging. Listeners open
+//! and close as publish entries come and go. No IPVS, no iptables, no overlay: plain
+//! sockets in user space.
+//!
+//! After applying a revision of an Endpoints object, the proxy records it under
+//! `/dctl/v1/proxy-observed/<node>/<namespace>/<service>`, so the task runtime can wait,
+//! before it signals a task, until every live proxy has stopped sending it traffic.
+//!
+//! UDP published ports are not proxied (yet): they are logged once and left alone.
+
+pub mod balancer;
+pub mod forward;
+pub mod listener;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use dctl_apis::template::Protocol;
+use dctl_apis::Endpoints;
+use dctl_runtime::reflector::{self, reflector, Reader};
+use dctl_runtime::store::{keys, Store};
+use dctl_runtime::{watcher, ObjectKey};
+use etcd_client::GetOptions;
+use futures::{FutureExt, StreamExt};
+
+use balancer::ready_backends;
+use listener::Listener;
+
+/// The proxy's settings; `node_name` is required.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProxyConfig {
+    /// The node this proxy runs on: the key its observations are recorded under.
+    pub node_name: String,
+    /// The address published ports listen on; `0.0.0.0` by default. Tests that run
+    /// several agents on one host give one of them `127.0.0.1` and the others no proxy.
+    pub bind: IpAddr,
+    /// How long a connection to a backend may take to open before the client's
+    /// connection is reset. Default 2 s.
+    pub connect_timeout: Duration,
+    /// How often ports that could not be bound (in use) are tried again. Default 2 s.
+    pub retry_period: Duration,
+}
+
+impl ProxyConfig {
+    pub fn new(node_name: impl Into<String>) -> Self {
+        ProxyConfig {
+            node_name: node_name.into(),
+            bind: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            connect_timeout: Duration::from_secs(2),
+            retry_period: Duration::from_secs(2),
+        }
+    }
+
+    #[must_use]
+    pub fn bind(mut self, bind: IpAddr) -> Self {
+        self.bind = bind;
+        self
+    }
+}
+
+/// Why the proxy cannot run at all; once running it only stops on shutdown.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("invalid node name {node:?}: it must be non-empty and without '/'")]
+    InvalidNodeName { node: String },
+}
+
+/// `/dctl/v1/proxy-observed/<node>/<namespace>/<service>`: the last revision of that
+/// Service's Endpoints the node's proxy has applied.
+pub fn observed_key(node: &str, namespace: &str, service: &str) -> String {
+    keys::system_key("proxy-observed", &format!("{node}/{namespace}/{service}"))
+}
+
+/// Every proxy's observations.
+pub fn observed_prefix() -> String {
+    keys::system_key("proxy-observed", "")
+}
+
+/// The revision of `namespace/service`'s Endpoints each proxy has applied, by node.
+///
+/// # Errors
+/// When etcd does not answer.
+pub async fn observed_revisions(
+    store: &Store,
+    namespace: &str,
+    service: &str,
+) -> Result<BTreeMap<String, i64>, etcd_client::Error> {
+    let prefix = observed_prefix();
+    let suffix = format!("/{namespace}/{service}");
+    let response = store
+        .client()
+        .get(prefix.as_str(), Some(GetOptions::new().with_prefix()))
+        .await?;
+    Ok(response
+        .kvs()
+        .iter()
+        .filter_map(|kv| {
+            let key = kv.key_str().ok()?;
+            let node = key.strip_prefix(&prefix)?.strip_suffix(&suffix)?;
+            // `<node>/<namespace>/<service>`: a node name never holds a '/'.
+            if node.contains('/') {
+                return None;
+            }
+            let revision = kv.value_str().ok()?.parse().ok()?;
+            Some((node.to_string(), revision))
+        })
+        .collect())
+}
+
+/// Runs the proxy until `shutdown` resolves; listeners close then, open connections are
+/// cut with the process.
+///
+/// # Errors
+/// `InvalidNodeName` for a node name the observation keys cannot hold.
+///
+/// # Recovery
+/// The Endpoints watch recovers by itself; ports that cannot be bound and observations
+/// that cannot be written are tried again every `retry_period`.
+pub async fn run(
+    store: Store,
+    config: ProxyConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ProxyError> {
+    if config.node_name.is_empty() || config.node_name.contains('/') {
+        return Err(ProxyError::InvalidNodeName {
+            node: config.node_name,
+        });
+    }
+    let (reader, writer) = reflector::store::<Endpoints>();
+    let events = reflector(
+        writer,
+        watcher::watcher::<Endpoints>(store.clone(), watcher::Config::default()),
+    );
+    tokio::pin!(events);
+    let shutdown = shutdown.fuse();
+    tokio::pin!(shutdown);
+    let mut retry = tokio::time::interval(config.retry_period);
+    let mut proxy = Proxy {
+        store,
+        config,
+        listeners: HashMap::new(),
+        observed: HashMap::new(),
+        reported: HashSet::new(),
+    };
+    tracing::info!(node = proxy.config.node_name, bind = %proxy.config.bind, "proxy started");
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            event = events.next() => {
+                let Some(event) = event else { break };
+                if let Err(error) = event {
+                    tracing::warn!(%error, "endpoints watch error");
+                }
+                // Take what else has arrived, so a burst is applied once.
+                while let Some(Some(event)) = events.next().now_or_never() {
+                    if let Err(error) = event {
+                        tracing::warn!(%error, "endpoints watch error");
+                    }
+                }
+                if reader.is_ready() {
+                    proxy.sync(&reader).await;
+                }
+            }
+            _ = retry.tick() => {
+                if reader.is_ready() {
+                    proxy.sync(&reader).await;
+                }
+            }
+        }
+    }
+    tracing::info!(node = proxy.config.node_name, "proxy stopped");
+    Ok(())
+}
+
+/// The proxy's own state: what listens, and what it has recorded as observed.
+struct Proxy {
+    store: Store,
+    config: ProxyConfig,
+    /// By published port, with the Endpoints (Service) it serves.
+    listeners: HashMap<u16, (ObjectKey, Listener)>,
+    /// The revision recorded as observed, by Endpoints key.
+    observed: HashMap<ObjectKey, i64>,
+    /// Problems already logged at warn level: (port, what), not to log every retry.
+    reported: HashSet<(i32, &'static str)>,
+}
+
+impl Proxy {
+    /// Applies every Endpoints object to the listeners, then records what was applied.
+    async fn sync(&mut self, reader: &Reader<Endpoints>) {
+        let mut objects = reader.state();
+        objects.sort_by_key(|object| ObjectKey::of(&**object));
+        let wanted = self.wanted_ports(&objects);
+        self.listeners.retain(|port, (owner, listener)| {
+            let keep = wanted.contains_key(port);
+            if !keep {
+                tracing::info!(port, service = %owner, address = %listener.address, "closing published port");
+            }
+            keep
+        });
+        for (port, (owner, backends)) in wanted {
+            if !self.listeners.contains_key(&port) {
+                match Listener::open(self.config.bind, port, self.config.connect_timeout).await {
+                    Ok(listener) => {
+                        tracing::info!(port, service = %owner, address = %listener.address, "listening on published port");
+                        self.reported.remove(&(i32::from(port), "bind"));
+                        self.listeners.insert(port, (owner.clone(), listener));
+                    }
+                    Err(error) => {
+                        if self.reported.insert((i32::from(port), "bind")) {
+                            tracing::warn!(port, service = %owner, %error, "cannot listen on published port; retrying");
+                        }
+                        continue;
+                    }
+                }
+            }
+            if let Some((current_owner, listener)) = self.listeners.get_mut(&port) {
+                *current_owner = owner;
+                listener.set_backends(backends);
+            }
+        }
+        self.record_observed(&objects).await;
+    }
+
+    /// The TCP ports to listen on, each with its Service and Ready backends. A port two
+    /// Services publish goes to the first by namespace and name.
+    fn wanted_ports(
+        &mut self,
+        objects: &[std::sync::Arc<Endpoints>],
+    ) -> BTreeMap<u16, (ObjectKey, Vec<SocketAddr>)> {
+        let mut wanted: BTreeMap<u16, (ObjectKey, Vec<SocketAddr>)> = BTreeMap::new();
+        for object in objects {
+            let key = ObjectKey::of(&**object);
+            for port in &object.spec.ports {
+                if port.protocol == Protocol::Udp {
+                    if self.reported.insert((port.port, "udp")) {
+                        tracing::warn!(port = port.port, service = %key, "UDP published ports are not proxied");
+                    }
+                    continue;
+                }
+                let Ok(number) = u16::try_from(port.port) else {
+                    continue;
+                };
+                if let Some((owner, _)) = wanted.get(&number) {
+                    if self.reported.insert((port.port, "taken")) {
+                        tracing::warn!(port = port.port, service = %key, owner = %owner, "published port already taken by another service");
+                    }
+                    continue;
+                }
+                let backends = ready_backends(&object.spec, &port.name);
+                wanted.insert(number, (key.clone(), backends));
+            }
+        }
+        wanted
+    }
+
+    /// Puts the revision of every Endpoints object applied since the last time, and
+    /// deletes the records of those gone.
+    async fn record_observed(&mut self, objects: &[std::sync::Arc<Endpoints>]) {
+        let mut client = self.store.client();
+        let node = self.config.node_name.clone();
+        let mut present = HashSet::new();
+        for object in objects {
+            let key = ObjectKey::of(&**object);
+            let revision = object.metadata.resource_version.unwrap_or_default();
+            present.insert(key.clone());
+            if self.observed.get(&key) == Some(&revision) {
+                continue;
+            }
+            let record = observed_key(&node, &key.namespace, &key.name);
+            match client.put(record, revision.to_string(), None).await {
+                Ok(_) => {
+                    self.observed.insert(key, revision);
+                }
+                Err(error) => {
+                    tracing::warn!(service = %key, %error, "cannot record the endpoints observed; retrying");
+                }
+            }
+        }
+        let gone: Vec<ObjectKey> = self
+            .observed
+            .keys()
+            .filter(|key| !present.contains(*key))
+            .cloned()
+            .collect();
+        for key in gone {
+            let record = observed_key(&node, &key.namespace, &key.name);
+            if client.delete(record, None).await.is_ok() {
+                self.observed.remove(&key);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn observation_keys() {
+        assert_eq!(
+            observed_key("n1", "demo", "web"),
+            "/dctl/v1/proxy-observed/n1/demo/web"
+        );
+        assert!(observed_key("n1", "demo", "web").starts_with(&observed_prefix()));
+    }
+}
