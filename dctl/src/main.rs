@@ -110,8 +110,13 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Agent(args) => {
-            daemons::agent::run(&endpoints, args, daemons::Shutdown::on_signals()).await;
-            Ok(ExitCode::SUCCESS)
+            let clean =
+                daemons::agent::run(&endpoints, args, daemons::Shutdown::on_signals()).await;
+            Ok(if clean {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
     }
 }

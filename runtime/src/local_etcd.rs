@@ -195,6 +195,9 @@ fn spawn(
         .stdout(Stdio::from(open_log()?))
         .stderr(Stdio::from(open_log()?))
         .kill_on_drop(true)
+        // Its own process group: a terminal's Ctrl-C goes to dctl, which stops etcd last,
+        // after the controllers have let go of their leases.
+        .process_group(0)
         .spawn()
         .map_err(|source| LocalEtcdError::Spawn { binary, source })
 }

@@ -43,18 +43,21 @@ impl AgentArgs {
     }
 }
 
-pub async fn run(endpoints: &[String], args: AgentArgs, shutdown: Shutdown) {
+/// Runs the agent until `shutdown`. Returns `false` when a part of it failed (already
+/// logged), so the process exits non-zero.
+pub async fn run(endpoints: &[String], args: AgentArgs, shutdown: Shutdown) -> bool {
     let Some(store) = connect_store(endpoints, &shutdown).await else {
-        return;
+        return !shutdown.is_triggered();
     };
-    run_with_store(store, args, shutdown).await;
+    run_with_store(store, args, shutdown).await
 }
 
-/// The agent on a store already connected (`dctl up` shares one).
-pub async fn run_with_store(store: Store, args: AgentArgs, shutdown: Shutdown) {
+/// The agent on a store already connected (`dctl up` shares one); `false` when a part
+/// of it failed.
+pub async fn run_with_store(store: Store, args: AgentArgs, shutdown: Shutdown) -> bool {
     let docker = tokio::select! {
         docker = engine::connect_retrying() => docker,
-        _ = shutdown.signalled() => return,
+        _ = shutdown.signalled() => return true,
     };
     let node_name = args.node_name();
     // Bound before registering, so the Node advertises the port actually bound (`:0`).
@@ -66,7 +69,7 @@ pub async fn run_with_store(store: Store, args: AgentArgs, shutdown: Shutdown) {
                 "cannot serve logs on {}: {err}; choose another address with --listen",
                 args.listen
             );
-            return;
+            return false;
         }
     };
     let listening = listener.local_addr().unwrap_or(args.listen);
@@ -112,18 +115,24 @@ pub async fn run_with_store(store: Store, args: AgentArgs, shutdown: Shutdown) {
         shutdown.signalled(),
     );
     let (registered, ran, ()) = tokio::join!(registration, task_runtime, log_endpoint);
+    let mut clean = true;
     if let Err(err) = registered {
         tracing::error!("node registration stopped: {err}");
+        clean = false;
     }
     if let Err(err) = ran {
         tracing::error!("task runtime stopped: {err}");
+        clean = false;
     }
     if let Ok(Err(err)) = prober.await {
         tracing::error!("probe controllers stopped: {err}");
+        clean = false;
     }
     if let Some(routing_mesh) = routing_mesh {
         if let Ok(Err(err)) = routing_mesh.await {
             tracing::error!("proxy stopped: {err}");
+            clean = false;
         }
     }
+    clean
 }

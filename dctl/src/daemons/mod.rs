@@ -5,6 +5,7 @@ pub mod controller_manager;
 pub mod up;
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
@@ -18,8 +19,9 @@ pub struct Shutdown {
 }
 
 /// The sending half: `trigger` stops every task holding a `Shutdown` from it.
+#[derive(Clone)]
 pub struct ShutdownTrigger {
-    stopping: watch::Sender<bool>,
+    stopping: Arc<watch::Sender<bool>>,
 }
 
 impl ShutdownTrigger {
@@ -31,18 +33,30 @@ impl ShutdownTrigger {
 impl Shutdown {
     pub fn new() -> (ShutdownTrigger, Shutdown) {
         let (tx, rx) = watch::channel(false);
-        (ShutdownTrigger { stopping: tx }, Shutdown { stopping: rx })
+        (
+            ShutdownTrigger {
+                stopping: Arc::new(tx),
+            },
+            Shutdown { stopping: rx },
+        )
     }
 
     /// A shutdown fired by Ctrl-C or SIGTERM.
     pub fn on_signals() -> Shutdown {
+        Shutdown::on_signals_with_trigger().1
+    }
+
+    /// A shutdown fired by Ctrl-C or SIGTERM, or by the returned trigger (a part of the
+    /// process that cannot go on stops the rest).
+    pub fn on_signals_with_trigger() -> (ShutdownTrigger, Shutdown) {
         let (trigger, shutdown) = Shutdown::new();
+        let on_signal = trigger.clone();
         tokio::spawn(async move {
             wait_for_signal().await;
             tracing::info!("stopping: signal received");
-            trigger.trigger();
+            on_signal.trigger();
         });
-        shutdown
+        (trigger, shutdown)
     }
 
     /// Resolves once shutdown is triggered (or its trigger is gone).

@@ -78,15 +78,23 @@ pub async fn run(args: UpArgs) -> Result<ExitCode, CliError> {
     );
     println!("Ctrl-C stops dctl; containers keep running and desired state stays in etcd");
 
-    let shutdown = Shutdown::on_signals();
+    let (stop, shutdown) = Shutdown::on_signals_with_trigger();
     let endpoints = vec![endpoint];
     let store = Store::connect(&endpoints).await.map_err(CliError::from)?;
-    tokio::join!(
+    let ((), agent_clean) = tokio::join!(
         controller_manager::run(&endpoints, args.manager.clone(), shutdown.clone()),
-        agent::run_with_store(store, args.agent.clone(), shutdown.clone()),
+        async {
+            let clean = agent::run_with_store(store, args.agent.clone(), shutdown.clone()).await;
+            // Without its agent this node runs nothing: stop the rest rather than linger.
+            stop.trigger();
+            clean
+        },
     );
     etcd.stop().await;
     let _ = std::fs::remove_file(&endpoint_file);
+    if !agent_clean {
+        return Err(CliError::internal("the agent failed; see the log above"));
+    }
     println!("dctl stopped");
     Ok(ExitCode::SUCCESS)
 }
