@@ -448,3 +448,97 @@ spec: {{driver: bridge}}
         "{answer}"
     );
 }
+
+#[tokio::test]
+async fn a_task_failing_its_liveness_probe_is_killed_and_replaced_with_its_restart_count() {
+    let mut cluster = Cluster::start("liveness").await;
+    cluster.start_agent("n1", &[]);
+    // Probes on a named port, with the tcp and http handlers.
+    let probes = "    restartPolicy: {delay: 200ms}
+    probes:
+      liveness: {httpGet: {path: /healthz, port: http}, periodSeconds: 1, failureThreshold: 2}
+      readiness: {tcpSocket: {port: http}, periodSeconds: 1}
+";
+    apply(&cluster, "live.yaml", &service("live", 1, probes)).await;
+    let first = running(&cluster, "live", 1).await.remove(0);
+    let address = cluster
+        .wait_for("the task ready with an address", CONVERGE, || async {
+            let task = tasks(&cluster).await.into_iter().next()?;
+            let status = task.status?;
+            let ready = status
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == dctl_apis::ConditionStatus::True);
+            let address = status.addresses.first()?.split('/').next()?.to_string();
+            ready.then_some(address)
+        })
+        .await;
+    let failed = http_post(&address, "/healthz/fail").await;
+    assert!(failed.is_some(), "the test server takes the switch");
+
+    let replacement = cluster
+        .wait_for("a replacement task running", CONVERGE, || async {
+            let all = tasks(&cluster).await;
+            let old = all.iter().find(|t| t.metadata.name == first.task)?;
+            let old_status = old.status.as_ref()?;
+            if old_status.state != TaskState::Failed {
+                return None;
+            }
+            all.into_iter().find(|t| {
+                t.metadata.name != first.task
+                    && t.spec.slot == Some(1)
+                    && t.status
+                        .as_ref()
+                        .is_some_and(|s| s.state == TaskState::Running)
+            })
+        })
+        .await;
+    assert_eq!(replacement.status.as_ref().unwrap().restart_count, 1);
+    let wide = cluster
+        .env
+        .dctl(&["get", "tasks", "-n", "e2e", "-o", "wide"])
+        .await
+        .success();
+    let row = wide
+        .stdout
+        .lines()
+        .find(|l| l.starts_with(&replacement.metadata.name))
+        .unwrap_or_default()
+        .to_string();
+    let header: Vec<&str> = wide
+        .stdout
+        .lines()
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    let restarts = header.iter().position(|h| *h == "RESTARTS").unwrap();
+    assert_eq!(
+        row.split_whitespace().nth(restarts),
+        Some("1"),
+        "{}",
+        wide.stdout
+    );
+    let describe = cluster
+        .env
+        .dctl(&["describe", "task", &first.task, "-n", "e2e"])
+        .await
+        .success();
+    assert!(
+        describe.stdout.contains("Liveness probe failed"),
+        "{}",
+        describe.stdout
+    );
+}
+
+async fn http_post(address: &str, path: &str) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(format!("{address}:8080"))
+        .await
+        .ok()?;
+    let request = format!("POST {path} HTTP/1.0\r\nHost: {address}\r\nContent-Length: 0\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.ok()?;
+    Some(response)
+}

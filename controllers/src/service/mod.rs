@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use dctl_apis::event::EventSource;
 use dctl_apis::service::ServiceStatus;
-use dctl_apis::task::TaskDesiredState;
+use dctl_apis::task::{TaskDesiredState, TaskStatus};
 use dctl_apis::{EventType, Kind, Node, ObjectReference, Service, Task};
 use dctl_runtime::controller::{self, backoff_on_error, Action, Controller};
 use dctl_runtime::events::Recorder;
@@ -306,7 +306,14 @@ impl Context {
     async fn carry_out(&self, service: &Service, tasks: &[&Task], plan: Plan) -> Result<(), Error> {
         let key = ObjectKey::of(service);
         for new in &plan.create {
-            let task = naming::new_task(service, &new.slot, new.desired_state);
+            let mut task = naming::new_task(service, &new.slot, new.desired_state);
+            let restarts = restart_count(tasks, &new.reason);
+            if restarts > 0 {
+                task.status = Some(TaskStatus {
+                    restart_count: restarts,
+                    ..TaskStatus::default()
+                });
+            }
             let name = task.metadata.name.clone();
             let created = self
                 .store
@@ -509,4 +516,20 @@ impl Context {
             tracing::warn!(%service, reason, %error, "cannot record event");
         }
     }
+}
+
+/// How many times the slot's task has been restarted, counting the one `reason` replaces:
+/// a restart adds one to its predecessor's count; moving off a node or an update keeps it.
+fn restart_count(tasks: &[&Task], reason: &CreateReason) -> u32 {
+    let (replaces, restarted) = match reason {
+        CreateReason::NewSlot => return 0,
+        CreateReason::Restart { replaces } => (replaces, 1),
+        CreateReason::Moved { replaces } | CreateReason::Update { replaces } => (replaces, 0),
+    };
+    let before = tasks
+        .iter()
+        .find(|t| &t.metadata.name == replaces)
+        .and_then(|t| t.status.as_ref())
+        .map_or(0, |s| s.restart_count);
+    before + restarted
 }
