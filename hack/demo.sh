@@ -41,4 +41,8 @@ done
 "$dctl" get svc -n demo
 "$dctl" get tasks -n demo
 echo
+echo "web is published on port 8080 through dctl's proxy, round-robin over its Ready tasks:"
+for _ in 1 2 3; do curl -s -m 2 localhost:8080/ || true; done
+curl -s -m 3 localhost:8080/upstream || true
+echo
 echo "dctl is running in the background (log: $state/up.log); 'bash hack/demo.sh down' stops it"
