@@ -199,6 +199,9 @@ async fn bench(results: &mut Results) {
 // ---------------------------------------------------------------------------------------
 // dctl
 
+/// No `ports`: the agent would publish each on an ephemeral host port (a `docker-proxy`
+/// per container), which the Swarm side cannot match here (its routing mesh needs IPVS).
+/// All three sides run the same bare container.
 fn service_manifest(name: &str, replicas: usize) -> String {
     format!(
         "apiVersion: dctl/v1
@@ -208,7 +211,6 @@ spec:
   replicas: {replicas}
   template:
     image: {IMAGE}
-    ports: [{{name: http, containerPort: 8080}}]
     stopGracePeriod: 2s
 "
     )
@@ -277,7 +279,7 @@ async fn dctl_run(
         time: running.expect("the loop ends when all run"),
         cpu: Cpu::now().since(cpu),
     };
-    // Less the bench's own reads, which do not move the revision.
+    // Every write moves the revision by one; the bench's own reads do not.
     times.etcd_writes = cluster.env.revision().await - revision;
 
     cluster
@@ -472,7 +474,6 @@ async fn direct_run(docker: &Docker, n: usize, tag: &str, label: &str) -> Sample
         let body = ContainerCreateBody {
             image: Some(IMAGE.to_string()),
             hostname: Some(format!("direct-{tag}-{i}")),
-            exposed_ports: Some(vec!["8080/tcp".to_string()]),
             labels: Some(HashMap::from([(key.to_string(), value.to_string())])),
             stop_timeout: Some(2),
             ..Default::default()
