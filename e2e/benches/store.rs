@@ -200,21 +200,32 @@ async fn bench_store(count: usize, in_flight: usize) {
     // result is not timed
     if in_flight == 1 {
         let (mut raw, mut typed) = (Vec::new(), Vec::new());
-        for _ in 0..LIST_RUNS {
-            let (elapsed, response) = timed(|| async {
-                let options = GetOptions::new().with_prefix();
-                kv.clone()
-                    .get("/bench/raw/", Some(options))
-                    .await
-                    .expect("raw list")
-            })
-            .await;
-            assert_eq!(response.kvs().len(), count);
-            raw.push(elapsed);
-            let (elapsed, list) =
-                timed(|| async { store.list::<Service>(Some("bench")).await.expect("list") }).await;
-            assert_eq!(list.items.len(), count);
-            typed.push(elapsed);
+        for run in 0..LIST_RUNS {
+            for peer in rotation(run) {
+                match peer {
+                    Peer::Put => {
+                        let (elapsed, response) = timed(|| async {
+                            let options = GetOptions::new().with_prefix();
+                            kv.clone()
+                                .get("/bench/raw/", Some(options))
+                                .await
+                                .expect("raw list")
+                        })
+                        .await;
+                        assert_eq!(response.kvs().len(), count);
+                        raw.push(elapsed);
+                    }
+                    Peer::Txn => {}
+                    Peer::Typed => {
+                        let (elapsed, list) = timed(|| async {
+                            store.list::<Service>(Some("bench")).await.expect("list")
+                        })
+                        .await;
+                        assert_eq!(list.items.len(), count);
+                        typed.push(elapsed);
+                    }
+                }
+            }
         }
         let median = |mut runs: Vec<Duration>| {
             runs.sort();
