@@ -10,3 +10,15 @@ pub mod probes;
 pub mod proxy;
 pub mod registration;
 pub mod tasks;
+
+/// Why `node` cannot name a node (its assignment keys are `…/<node>/…`): empty, or with a
+/// `/` in it.
+pub fn node_name_problem(node: &str) -> Option<&'static str> {
+    if node.is_empty() {
+        Some("it is empty")
+    } else if node.contains('/') {
+        Some("it must not contain '/'")
+    } else {
+        None
+    }
+}

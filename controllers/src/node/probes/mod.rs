@@ -94,15 +94,8 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ProbesError> {
     let node = config.node_name.clone();
-    let invalid = |reason| ProbesError::InvalidNodeName {
-        node: node.clone(),
-        reason,
-    };
-    if node.is_empty() {
-        return Err(invalid("it is empty"));
-    }
-    if node.contains('/') {
-        return Err(invalid("it must not contain '/'"));
+    if let Some(reason) = super::node_name_problem(&node) {
+        return Err(ProbesError::InvalidNodeName { node, reason });
     }
     let (reader, writer) = reflector::store::<Task>();
     let assignments = reflector(

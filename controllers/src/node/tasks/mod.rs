@@ -123,15 +123,8 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), TaskRuntimeError> {
     let node = config.node_name.clone();
-    let invalid = |reason| TaskRuntimeError::InvalidNodeName {
-        node: node.clone(),
-        reason,
-    };
-    if node.is_empty() {
-        return Err(invalid("it is empty"));
-    }
-    if node.contains('/') {
-        return Err(invalid("it must not contain '/'"));
+    if let Some(reason) = super::node_name_problem(&node) {
+        return Err(TaskRuntimeError::InvalidNodeName { node, reason });
     }
 
     let (reader, writer) = reflector::store::<Task>();
