@@ -18,7 +18,7 @@ tags=(dctl-test/server:1 dctl-demo/web:1)
 # invalidates the other's cache.
 RUSTFLAGS="-C target-feature=+crt-static" \
   cargo build --release --quiet -p dctl-testserver --target "$target"
-binary="target/$target/release/dctl-testserver"
+binary="${CARGO_TARGET_DIR:-target}/$target/release/dctl-testserver"
 digest=$(sha256sum "$binary" | cut -c1-64)
 
 up_to_date=true
