@@ -7,6 +7,9 @@ set -euo pipefail
 
 need=()
 command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
+# protoc's well-known types (google/protobuf/descriptor.proto), which etcd-client's protos
+# import; only recommended by protobuf-compiler, so --no-install-recommends leaves them out.
+[ -f /usr/include/google/protobuf/descriptor.proto ] || need+=(libprotobuf-dev)
 command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
 [ -x /bin/busybox ] || [ -x /usr/bin/busybox ] || need+=(busybox-static)
 # The test image is a static binary (glibc's libc.a, from libc6-dev) in a FROM scratch image.
