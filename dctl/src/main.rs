@@ -5,7 +5,6 @@ mod commands;
 mod connect;
 mod daemons;
 mod exit;
-mod manifest_files;
 mod printers;
 
 use std::path::PathBuf;

@@ -7,8 +7,9 @@ use dctl_apis::{with_kind, Kind, Resource};
 use dctl_runtime::store::{Deleted, Store};
 
 use crate::commands::{namespace_for, parse_kind_and_names};
+use crate::connect;
 use crate::exit::{CliError, Exit};
-use crate::{connect, manifest_files};
+use dctl_runtime::manifest_files;
 
 #[derive(Args)]
 pub struct DeleteArgs {

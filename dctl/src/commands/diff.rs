@@ -7,10 +7,11 @@ use dctl_apis::{manifest, with_object, Resource};
 use dctl_runtime::store::Store;
 use similar::TextDiff;
 
-use crate::commands::apply::merged;
 use crate::commands::object_name;
 use crate::exit::CliError;
-use crate::{connect, manifest_files, FileArgs};
+use crate::{connect, FileArgs};
+use dctl_runtime::apply::merged;
+use dctl_runtime::manifest_files;
 
 #[derive(Args)]
 pub struct DiffArgs {

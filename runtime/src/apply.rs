@@ -1,0 +1,236 @@
+//! Apply: makes stored objects match manifests, creating what is missing, updating what
+//! changed and leaving the rest untouched. `dctl apply` and the gitsync controller share it,
+//! so a commit applies exactly as the command line would.
+
+use std::any::Any;
+use std::collections::HashMap;
+
+use dctl_apis::manifest::Document;
+use dctl_apis::{with_object, AnyObject, Kind, Resource};
+use serde_json::Value;
+
+use crate::store::{Store, StoreError};
+
+/// How many times a write that lost a race re-reads and tries again.
+const CONFLICT_RETRIES: usize = 5;
+
+/// From how many objects of one kind in one namespace a manifest's live objects are read
+/// with one list rather than a get each.
+const LIST_THRESHOLD: usize = 16;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Created,
+    Configured,
+    Unchanged,
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Outcome::Created => "created",
+            Outcome::Configured => "configured",
+            Outcome::Unchanged => "unchanged",
+        })
+    }
+}
+
+/// Applies objects one at a time, reading the live objects of a (kind, namespace) pair
+/// with one list when the batch names many of them.
+pub struct Applier<'a> {
+    store: &'a Store,
+    dry_run: bool,
+    live: LiveObjects,
+}
+
+impl<'a> Applier<'a> {
+    /// An applier for `documents`, which it may prefetch live objects for.
+    pub fn new(store: &'a Store, documents: &[Document], dry_run: bool) -> Self {
+        Applier {
+            store,
+            dry_run,
+            live: LiveObjects::new(documents),
+        }
+    }
+
+    /// Makes the stored object match `object`, writing only when something differs (and
+    /// never on a dry run).
+    ///
+    /// # Errors
+    /// Store errors; a conflict only after `CONFLICT_RETRIES` re-reads all lost their race.
+    pub async fn apply(&mut self, object: &AnyObject) -> Result<Outcome, StoreError> {
+        let (store, dry_run, live) = (self.store, self.dry_run, &mut self.live);
+        with_object!(object, o => apply_object(store, o, dry_run, live).await)
+    }
+}
+
+/// The live objects of the (kind, namespace) pairs a manifest names many objects of, each
+/// read with one list instead of a get per object.
+struct LiveObjects {
+    /// How many documents name each pair.
+    counts: HashMap<(Kind, String), usize>,
+    /// `HashMap<String, K>` of the live objects by name, for the pairs listed so far.
+    listed: HashMap<(Kind, String), Box<dyn Any + Send>>,
+}
+
+impl LiveObjects {
+    fn new(documents: &[Document]) -> Self {
+        let mut counts = HashMap::new();
+        for document in documents {
+            let pair = (
+                document.object.kind(),
+                document.object.meta().namespace().to_string(),
+            );
+            *counts.entry(pair).or_insert(0) += 1;
+        }
+        LiveObjects {
+            counts,
+            listed: HashMap::new(),
+        }
+    }
+
+    /// The live object (or its absence) from a list, when its pair is worth listing;
+    /// `None` when the caller should read it itself.
+    async fn lookup<K: Resource>(
+        &mut self,
+        store: &Store,
+        desired: &K,
+    ) -> Result<Option<Option<K>>, StoreError> {
+        let meta = desired.meta();
+        let pair = (K::KIND, meta.namespace().to_string());
+        if self.counts.get(&pair).copied().unwrap_or(0) < LIST_THRESHOLD {
+            return Ok(None);
+        }
+        if !self.listed.contains_key(&pair) {
+            let namespace = K::KIND.namespaced().then_some(pair.1.as_str());
+            let items: HashMap<String, K> = store
+                .list::<K>(namespace)
+                .await?
+                .items
+                .into_iter()
+                .map(|o| (o.meta().name.clone(), o))
+                .collect();
+            self.listed.insert(pair.clone(), Box::new(items));
+        }
+        let items = self.listed[&pair]
+            .downcast_ref::<HashMap<String, K>>()
+            .expect("each pair is listed as its own kind");
+        Ok(Some(items.get(&meta.name).cloned()))
+    }
+}
+
+/// Makes the stored object match `desired`, writing only when something differs.
+///
+/// # Errors
+/// Store errors; a conflict only after `CONFLICT_RETRIES` re-reads all lost their race.
+async fn apply_object<K: Resource>(
+    store: &Store,
+    desired: &K,
+    dry_run: bool,
+    live: &mut LiveObjects,
+) -> Result<Outcome, StoreError> {
+    let meta = desired.meta();
+    let mut known = live.lookup(store, desired).await?;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let current = match known.take() {
+            Some(current) => current,
+            None => store.try_get::<K>(meta.namespace(), &meta.name).await?,
+        };
+        let result = match current {
+            None if dry_run => return Ok(Outcome::Created),
+            None => store.create(desired).await.map(|_| Outcome::Created),
+            Some(live) => {
+                let target = merged(&live, desired);
+                if target == live {
+                    return Ok(Outcome::Unchanged);
+                }
+                if dry_run {
+                    return Ok(Outcome::Configured);
+                }
+                store.update(&target).await.map(|_| Outcome::Configured)
+            }
+        };
+        match result {
+            // Someone created or changed it between our read and our write: read again.
+            Err(err)
+                if (err.is_conflict() || err.is_already_exists()) && attempt < CONFLICT_RETRIES =>
+            {
+                continue
+            }
+            other => return other,
+        }
+    }
+}
+
+/// What applying `desired` over `live` stores: the manifest owns the spec, the labels and
+/// the annotations; everything the cluster set (status, uid, generation, finalizers,
+/// owners, timestamps) stays as it is.
+pub fn merged<K: Resource>(live: &K, desired: &K) -> K {
+    let mut target = to_value(live);
+    let wanted = to_value(desired);
+    target["spec"] = wanted["spec"].clone();
+    for field in ["labels", "annotations"] {
+        match wanted["metadata"].get(field) {
+            Some(value) => target["metadata"][field] = value.clone(),
+            None => {
+                if let Some(meta) = target["metadata"].as_object_mut() {
+                    meta.remove(field);
+                }
+            }
+        }
+    }
+    serde_json::from_value(target).expect("a merge of two valid objects of one kind is valid")
+}
+
+fn to_value<K: Resource>(object: &K) -> Value {
+    serde_json::to_value(object).expect("resources always serialize")
+}
+
+#[cfg(test)]
+mod tests {
+    use dctl_apis::{ObjectMeta, Service};
+
+    use super::*;
+
+    fn service(json: Value) -> Service {
+        serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn merge_takes_spec_and_labels_from_the_manifest_and_keeps_the_rest() {
+        let live = service(serde_json::json!({
+            "apiVersion": "dctl/v1", "kind": "Service",
+            "metadata": {"name": "web", "namespace": "demo", "uid": "u-1", "generation": 4,
+                         "resourceVersion": 17, "labels": {"old": "x"}, "finalizers": ["f"]},
+            "spec": {"replicas": 2, "template": {"image": "web:1"}},
+            "status": {"replicas": 2}
+        }));
+        let desired = service(serde_json::json!({
+            "apiVersion": "dctl/v1", "kind": "Service",
+            "metadata": {"name": "web", "namespace": "demo", "labels": {"app": "web"}},
+            "spec": {"replicas": 3, "template": {"image": "web:2"}}
+        }));
+        let target = to_value(&merged(&live, &desired));
+        assert_eq!(target["spec"], to_value(&desired)["spec"]);
+        assert_eq!(
+            target["metadata"]["labels"],
+            serde_json::json!({"app": "web"})
+        );
+        assert_eq!(target["metadata"]["uid"], "u-1");
+        assert_eq!(target["metadata"]["generation"], 4);
+        assert_eq!(target["metadata"]["resourceVersion"], 17);
+        assert_eq!(target["metadata"]["finalizers"], serde_json::json!(["f"]));
+        assert_eq!(target["status"], to_value(&live)["status"]);
+    }
+
+    #[test]
+    fn merge_of_the_same_manifest_changes_nothing() {
+        let mut live = Service::new(ObjectMeta::named("demo", "web"), Default::default());
+        live.metadata.uid = "u-1".into();
+        live.metadata.resource_version = Some(3);
+        let desired = Service::new(ObjectMeta::named("demo", "web"), Default::default());
+        assert_eq!(merged(&live, &desired), live);
+    }
+}
