@@ -20,6 +20,7 @@ pub mod event;
 pub mod gitsync;
 pub mod network;
 pub mod node;
+pub mod revision;
 pub mod service;
 pub mod task;
 
@@ -34,6 +35,7 @@ pub use network::Network;
 pub use node::Node;
 pub use quantity::{Quantity, QuantityError};
 pub use resource::{AnyObject, Kind, Resource, API_VERSION};
+pub use revision::ServiceRevision;
 pub use selector::{LabelSelector, SelectorError};
 pub use service::Service;
 pub use task::{Task, TaskState};

@@ -184,5 +184,6 @@ fn deserialize_kind(kind: Kind, yaml: &str) -> Result<AnyObject, serde_saphyr::E
         Kind::Event => AnyObject::Event(typed(yaml)?),
         Kind::GitSync => AnyObject::GitSync(typed(yaml)?),
         Kind::Endpoints => AnyObject::Endpoints(typed(yaml)?),
+        Kind::ServiceRevision => AnyObject::ServiceRevision(typed(yaml)?),
     })
 }

@@ -105,10 +105,11 @@ pub enum Kind {
     Event,
     GitSync,
     Endpoints,
+    ServiceRevision,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 7] = [
+    pub const ALL: [Kind; 8] = [
         Kind::Service,
         Kind::Task,
         Kind::Node,
@@ -116,6 +117,7 @@ impl Kind {
         Kind::Event,
         Kind::GitSync,
         Kind::Endpoints,
+        Kind::ServiceRevision,
     ];
 
     /// `Service`, as written in a manifest's `kind`.
@@ -128,6 +130,7 @@ impl Kind {
             Kind::Event => "Event",
             Kind::GitSync => "GitSync",
             Kind::Endpoints => "Endpoints",
+            Kind::ServiceRevision => "ServiceRevision",
         }
     }
 
@@ -141,6 +144,7 @@ impl Kind {
             Kind::Event => "events",
             Kind::GitSync => "gitsyncs",
             Kind::Endpoints => "endpoints",
+            Kind::ServiceRevision => "servicerevisions",
         }
     }
 
@@ -154,6 +158,7 @@ impl Kind {
             Kind::Event => &["ev"],
             Kind::GitSync => &["gs"],
             Kind::Endpoints => &["ep"],
+            Kind::ServiceRevision => &["rev", "revision", "revisions"],
         }
     }
 
@@ -214,6 +219,10 @@ macro_rules! with_kind {
                 type $K = $crate::Endpoints;
                 $body
             }
+            $crate::Kind::ServiceRevision => {
+                type $K = $crate::ServiceRevision;
+                $body
+            }
         }
     };
 }
@@ -229,6 +238,7 @@ pub enum AnyObject {
     Event(crate::Event),
     GitSync(crate::GitSync),
     Endpoints(crate::Endpoints),
+    ServiceRevision(crate::ServiceRevision),
 }
 
 /// Runs `$body` with `$o` bound to the typed object inside an `AnyObject`.
@@ -243,6 +253,7 @@ macro_rules! with_object {
             $crate::AnyObject::Event($o) => $body,
             $crate::AnyObject::GitSync($o) => $body,
             $crate::AnyObject::Endpoints($o) => $body,
+            $crate::AnyObject::ServiceRevision($o) => $body,
         }
     };
 }

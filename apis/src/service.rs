@@ -38,6 +38,10 @@ pub struct ServiceSpec {
     pub rollback: UpdateConfig,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub publish: Vec<PublishedPort>,
+    /// Holds template rollouts where they are (Kubernetes' `spec.paused`); scaling and
+    /// restarts go on. Set by `dctl rollout pause|resume`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub paused: bool,
 }
 
 impl ServiceSpec {
@@ -186,23 +190,83 @@ pub struct ServiceStatus {
     /// The revision of the current template, for `dctl rollout history|undo`.
     #[serde(default, skip_serializing_if = "is_zero_i64")]
     pub revision: i64,
+    /// The template-and-placement hash of that revision (`revision::template_hash`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub revision_hash: String,
 }
 
-/// The state of the latest rollout, as Swarm's `UpdateStatus`.
+/// The state of the latest rollout, as Swarm's `UpdateStatus`, plus what the rollout
+/// controller needs to carry from one reconcile to the next.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RolloutStatus {
     pub state: RolloutState,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub message: String,
+    /// The revision being rolled to.
+    #[serde(default, skip_serializing_if = "is_zero_i64")]
+    pub revision: i64,
+    /// The template-and-placement hash of that revision (`revision::template_hash`): what
+    /// tells this rollout from the next one.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub target: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<Time>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completed_at: Option<Time>,
+    /// When a slot last finished updating (or the rollout started): the progress deadline
+    /// and the delay between batches count from here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_progress_at: Option<Time>,
+    /// How many slots needed updating when the rollout started: the denominator of the
+    /// failure ratio.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub slots: u32,
+    /// Slots updated and Ready so far; when it grows, the rollout made progress.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub progress: u32,
+    /// The new tasks counted as failures so far, so each counts once.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed_tasks: Vec<String>,
 }
 
+impl RolloutState {
+    /// Still rolling: new batches are started.
+    pub fn is_active(self) -> bool {
+        matches!(self, RolloutState::Updating | RolloutState::RollbackStarted)
+    }
+
+    /// A rollback is, or was, under way.
+    pub fn is_rollback(self) -> bool {
+        matches!(
+            self,
+            RolloutState::RollbackStarted
+                | RolloutState::RollbackPaused
+                | RolloutState::RollbackCompleted
+        )
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RolloutState::Updating => "updating",
+            RolloutState::Paused => "paused",
+            RolloutState::Completed => "completed",
+            RolloutState::RollbackStarted => "rollback_started",
+            RolloutState::RollbackPaused => "rollback_paused",
+            RolloutState::RollbackCompleted => "rollback_completed",
+        }
+    }
+}
+
+impl std::fmt::Display for RolloutState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Swarm's names (`docker service inspect` shows `rollback_started`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[serde(rename_all = "snake_case")]
 pub enum RolloutState {
     Updating,
     Paused,

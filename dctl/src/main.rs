@@ -43,6 +43,9 @@ enum Command {
     Logs(commands::logs::LogsArgs),
     /// Set a replicated service's replica count: `dctl scale service/web=5`.
     Scale(commands::scale::ScaleArgs),
+    /// Follow, list, undo, pause or resume a service's rollouts.
+    #[command(subcommand)]
+    Rollout(commands::rollout::RolloutCommand),
     /// List nodes, or change one's availability and labels.
     #[command(subcommand)]
     Node(commands::node::NodeCommand),
@@ -101,6 +104,7 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Delete(args) => commands::delete::run(&endpoints, args).await,
         Command::Logs(args) => commands::logs::run(&endpoints, args).await,
         Command::Scale(args) => commands::scale::run(&endpoints, args).await,
+        Command::Rollout(command) => commands::rollout::run(&endpoints, command).await,
         Command::Node(command) => commands::node::run(&endpoints, command).await,
         Command::Up(args) => daemons::up::run(args).await,
         Command::ControllerManager(args) => {

@@ -71,6 +71,16 @@ impl Cluster {
         cluster
     }
 
+    /// A cluster of two nodes on this host, `n1` running the proxy on 127.0.0.1 and `n2`
+    /// none (agents on one host would otherwise all listen on the same published ports),
+    /// so `n2`'s tasks are reached across nodes through their host ports.
+    pub async fn start_with_proxy_on_n1(test_name: &str) -> Cluster {
+        let mut cluster = Cluster::start(test_name).await;
+        cluster.start_agent_with("n1", &["--proxy-bind", "127.0.0.1"]);
+        cluster.start_agent_with("n2", &["--no-proxy"]);
+        cluster
+    }
+
     /// This run's name for a node: node names are unique per run, because agents of
     /// concurrent tests share one Docker engine and each owns its node's containers.
     pub fn node(&self, short: &str) -> String {

@@ -3,6 +3,7 @@
 
 pub mod cluster;
 pub mod docker;
+pub mod load;
 
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};

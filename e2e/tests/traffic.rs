@@ -6,38 +6,15 @@
 //! client load is a few concurrent loops of short HTTP/1.0 GETs on loopback, bounded in
 //! time and count; `GET /` of the test server names the task that answered.
 
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dctl_apis::{Endpoints, Task};
 use dctl_e2e::cluster::Cluster;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio::task::JoinHandle;
+use dctl_e2e::load::{free_port, get_once, post, Load, Tally};
 
 const CONVERGE: Duration = Duration::from_secs(90);
-/// Concurrent client loops.
-const CLIENTS: usize = 4;
-/// Pause between two requests of one loop.
-const PACE: Duration = Duration::from_millis(20);
-/// No loop sends more than this many requests.
-const MAX_REQUESTS: u64 = 20_000;
-
-/// A port nothing listens on now.
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
-}
-
-/// A cluster of two nodes: `n1` runs the proxy on 127.0.0.1, `n2` none.
-async fn cluster(name: &str) -> Cluster {
-    let mut cluster = Cluster::start(name).await;
-    cluster.start_agent_with("n1", &["--proxy-bind", "127.0.0.1"]);
-    cluster.start_agent_with("n2", &["--no-proxy"]);
-    cluster
-}
 
 /// A service of the test image, slow to start, with a readiness probe, published on
 /// `port`.
@@ -103,108 +80,6 @@ async fn wait_ready(cluster: &Cluster, service: &str, n: usize) -> Endpoints {
         .await
 }
 
-/// One `GET /` through the proxy: the name of the task that answered, or what failed.
-async fn get_once(port: u16) -> Result<String, String> {
-    let request = async {
-        let mut stream = TcpStream::connect(("127.0.0.1", port))
-            .await
-            .map_err(|e| format!("connect: {e}"))?;
-        stream
-            .write_all(b"GET / HTTP/1.0\r\nHost: web\r\nConnection: close\r\n\r\n")
-            .await
-            .map_err(|e| format!("write: {e}"))?;
-        let mut answer = Vec::new();
-        stream
-            .read_to_end(&mut answer)
-            .await
-            .map_err(|e| format!("read: {e}"))?;
-        let text = String::from_utf8_lossy(&answer);
-        if !text.starts_with("HTTP/1.1 200") {
-            return Err(format!("answer: {:?}", text.lines().next().unwrap_or("")));
-        }
-        // `hello from <task> version 1`
-        let body = text.split("\r\n\r\n").nth(1).unwrap_or_default();
-        body.split_whitespace()
-            .nth(2)
-            .map(ToString::to_string)
-            .ok_or_else(|| format!("body: {body:?}"))
-    };
-    tokio::time::timeout(Duration::from_secs(3), request)
-        .await
-        .unwrap_or_else(|_| Err("timed out".into()))
-}
-
-/// `POST <path>` straight to a task's container (not through the proxy).
-async fn post(address: &str, path: &str) {
-    let mut stream = TcpStream::connect((address, 8080)).await.unwrap();
-    let request = format!("POST {path} HTTP/1.0\r\nContent-Length: 0\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut answer = Vec::new();
-    stream.read_to_end(&mut answer).await.unwrap();
-    assert!(answer.starts_with(b"HTTP/1.1 200"), "{path}");
-}
-
-/// What the client loops saw.
-#[derive(Default)]
-struct Tally {
-    ok: AtomicU64,
-    failed: AtomicU64,
-    by_task: Mutex<BTreeMap<String, u64>>,
-    errors: Mutex<BTreeMap<String, u64>>,
-}
-
-impl Tally {
-    fn by_task(&self) -> BTreeMap<String, u64> {
-        self.by_task.lock().unwrap().clone()
-    }
-}
-
-/// Client loops running until stopped.
-struct Load {
-    stop: Arc<AtomicBool>,
-    tally: Arc<Tally>,
-    loops: Vec<JoinHandle<()>>,
-}
-
-impl Load {
-    fn start(port: u16) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let tally = Arc::new(Tally::default());
-        let loops = (0..CLIENTS)
-            .map(|_| {
-                let (stop, tally) = (stop.clone(), tally.clone());
-                tokio::spawn(async move {
-                    for _ in 0..MAX_REQUESTS {
-                        if stop.load(Ordering::SeqCst) {
-                            break;
-                        }
-                        match get_once(port).await {
-                            Ok(task) => {
-                                tally.ok.fetch_add(1, Ordering::SeqCst);
-                                *tally.by_task.lock().unwrap().entry(task).or_default() += 1;
-                            }
-                            Err(error) => {
-                                tally.failed.fetch_add(1, Ordering::SeqCst);
-                                *tally.errors.lock().unwrap().entry(error).or_default() += 1;
-                            }
-                        }
-                        tokio::time::sleep(PACE).await;
-                    }
-                })
-            })
-            .collect();
-        Load { stop, tally, loops }
-    }
-
-    async fn stop(self) -> Arc<Tally> {
-        self.stop.store(true, Ordering::SeqCst);
-        for handle in self.loops {
-            handle.await.unwrap();
-        }
-        self.tally
-    }
-}
-
 /// Scales `web` 1 → 3 → 1 under load; returns what the clients saw.
 async fn scale_under_load(cluster: &Cluster, port: u16, annotations: &str) -> Arc<Tally> {
     let env = "{name: STARTUP_DELAY, value: 3s}";
@@ -236,14 +111,14 @@ async fn scale_under_load(cluster: &Cluster, port: u16, annotations: &str) -> Ar
         tally.ok.load(Ordering::SeqCst),
         tally.failed.load(Ordering::SeqCst),
         tally.by_task(),
-        tally.errors.lock().unwrap()
+        tally.errors()
     );
     tally
 }
 
 #[tokio::test]
 async fn scaling_under_load_drops_no_request() {
-    let cluster = cluster("traffic-gated").await;
+    let cluster = Cluster::start_with_proxy_on_n1("traffic-gated").await;
     let port = free_port();
     let tally = scale_under_load(&cluster, port, "").await;
     let (ok, failed) = (
@@ -254,7 +129,7 @@ async fn scaling_under_load_drops_no_request() {
         failed,
         0,
         "failed requests: {:?}\n{}",
-        tally.errors.lock().unwrap(),
+        tally.errors(),
         cluster.logs()
     );
     assert!(ok > 200, "only {ok} requests answered");
@@ -264,7 +139,7 @@ async fn scaling_under_load_drops_no_request() {
 
 #[tokio::test]
 async fn without_readiness_gating_scaling_drops_requests() {
-    let cluster = cluster("traffic-ungated").await;
+    let cluster = Cluster::start_with_proxy_on_n1("traffic-ungated").await;
     let port = free_port();
     let annotations = "dctl.io/readiness-gating: \"off\"";
     let tally = scale_under_load(&cluster, port, annotations).await;
@@ -279,7 +154,7 @@ async fn without_readiness_gating_scaling_drops_requests() {
 
 #[tokio::test]
 async fn a_task_that_is_not_ready_gets_no_traffic_and_is_not_restarted() {
-    let cluster = cluster("traffic-readiness").await;
+    let cluster = Cluster::start_with_proxy_on_n1("traffic-readiness").await;
     let (port, idle_port) = (free_port(), free_port());
     apply(&cluster, "web.yaml", &service("web", 3, port, "", "")).await;
     let never_ready = "{name: READY, value: \"false\"}";
@@ -367,7 +242,7 @@ async fn a_task_that_is_not_ready_gets_no_traffic_and_is_not_restarted() {
         tally.failed.load(Ordering::SeqCst),
         0,
         "{:?}",
-        tally.errors.lock().unwrap()
+        tally.errors()
     );
 }
 

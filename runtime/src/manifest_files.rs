@@ -309,7 +309,7 @@ mod tests {
             [
                 format!(
                     "{r}/c.yaml: document 1 (line 2): kind: unknown kind \"Netwrk\", \
-                     expected one of: Service, Task, Node, Network, Event, GitSync, Endpoints"
+                     expected one of: Service, Task, Node, Network, Event, GitSync, Endpoints, ServiceRevision"
                 ),
                 format!(
                     "{r}/d.yaml: document 1 (line 1): a manifest must be an object with \

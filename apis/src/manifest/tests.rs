@@ -228,10 +228,10 @@ fn wrong_api_version_and_unknown_kind_name_file_and_document() {
         shown(&errors),
         [
             "test.yaml: document 1 (line 1): apiVersion: unsupported apiVersion \"apps/v1\", this API serves dctl/v1",
-            "test.yaml: document 2 (line 6): kind: unknown kind \"Deployment\", expected one of: Service, Task, Node, Network, Event, GitSync, Endpoints",
-            "test.yaml: document 3 (line 10): kind: unknown kind \"service\" (did you mean Service?), expected one of: Service, Task, Node, Network, Event, GitSync, Endpoints",
+            "test.yaml: document 2 (line 6): kind: unknown kind \"Deployment\", expected one of: Service, Task, Node, Network, Event, GitSync, Endpoints, ServiceRevision",
+            "test.yaml: document 3 (line 10): kind: unknown kind \"service\" (did you mean Service?), expected one of: Service, Task, Node, Network, Event, GitSync, Endpoints, ServiceRevision",
             "test.yaml: document 4 (line 13): apiVersion: required field is missing (this API serves dctl/v1)",
-            "test.yaml: document 4 (line 13): kind: required field is missing, expected one of: Service, Task, Node, Network, Event, GitSync, Endpoints",
+            "test.yaml: document 4 (line 13): kind: required field is missing, expected one of: Service, Task, Node, Network, Event, GitSync, Endpoints, ServiceRevision",
         ]
     );
 }

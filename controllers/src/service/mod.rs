@@ -11,6 +11,8 @@ pub mod eligibility;
 mod expectations;
 pub mod naming;
 pub mod restart;
+pub mod revisions;
+pub mod rollout;
 pub mod slots;
 pub mod status;
 mod triggers;
@@ -21,7 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dctl_apis::event::EventSource;
-use dctl_apis::service::ServiceStatus;
+use dctl_apis::service::{RolloutState, RolloutStatus, ServiceStatus};
 use dctl_apis::task::{TaskDesiredState, TaskStatus};
 use dctl_apis::{EventType, Kind, Node, ObjectReference, Service, Task};
 use dctl_runtime::controller::{self, backoff_on_error, Action, Controller};
@@ -130,6 +132,18 @@ pub enum Error {
         #[source]
         source: StoreError,
     },
+    #[error("cannot record the revision history of service {service}: {source}")]
+    Revision {
+        service: ObjectKey,
+        #[source]
+        source: StoreError,
+    },
+    #[error("cannot roll service {service} back: {source}")]
+    RollBack {
+        service: ObjectKey,
+        #[source]
+        source: StoreError,
+    },
     #[error("cannot write the status of service {service}: {source}")]
     WriteStatus {
         service: ObjectKey,
@@ -219,18 +233,47 @@ async fn reconcile(key: ObjectKey, ctx: Arc<Context>) -> Result<Action, Error> {
     let tasks: Vec<&Task> = owned.iter().map(AsRef::as_ref).collect();
     let nodes = ctx.node_fits(&service, &tasks).await?;
     let now = chrono::Utc::now();
-    let plan = slots::plan(&Input {
+    let hash = revisions::current_hash(&service);
+    let revision = ctx.revision(&service, &hash).await?;
+    let mut plan = slots::plan(&Input {
         service: &service,
         tasks: &tasks,
         nodes: &nodes,
         history_limit: ctx.config.task_history_limit,
+        order: rollout::order(&service, &hash),
         now,
     });
-    let requeue = plan.requeue_after;
-    ctx.carry_out(&service, &tasks, plan).await?;
-
     let desired = status::desired_replicas(&service, &tasks, &nodes);
-    let status = status::compute(&service, &tasks, desired, now);
+    let step = rollout::step(&service, &tasks, &plan.survey, &hash, revision, now);
+    if let Some(why) = &step.rollback {
+        ctx.roll_back(&service, &hash, why, desired, now).await?;
+        return Ok(Action::requeue(EXPECTATION_WAIT));
+    }
+    let batch = plan.stage_updates(step.start);
+    if !batch.is_empty() {
+        let slots: Vec<String> = batch.iter().map(ToString::to_string).collect();
+        let message = format!(
+            "Updating {} to revision {revision} ({})",
+            slots.join(", "),
+            plan.survey.order_word()
+        );
+        ctx.event(&service, EventType::Normal, "RolloutBatch", &message)
+            .await;
+    }
+    let requeue = [plan.requeue_after, step.requeue_after]
+        .into_iter()
+        .flatten()
+        .min();
+    ctx.carry_out(&service, &tasks, plan).await?;
+    for note in &step.events {
+        ctx.event(&service, note.type_, note.reason, &note.message)
+            .await;
+    }
+
+    let mut status = status::compute(&service, &tasks, desired, now);
+    status.rollout = step.status;
+    status.revision = revision;
+    status.revision_hash = hash;
     if !ctx.write_status(&service, status).await? {
         return Ok(Action::requeue(CONFLICT_RETRY));
     }
@@ -290,6 +333,80 @@ impl Context {
                 fits
             }
         })
+    }
+
+    /// The number of the service's current revision, recording it in the history when the
+    /// template or placement changed since the last look.
+    async fn revision(&self, service: &Service, hash: &str) -> Result<i64, Error> {
+        if let Some(status) = service.status.as_ref().filter(|s| s.revision_hash == hash) {
+            return Ok(status.revision);
+        }
+        revisions::record(&self.store, service, hash)
+            .await
+            .map_err(|source| Error::Revision {
+                service: ObjectKey::of(service),
+                source,
+            })
+    }
+
+    /// Rolls a failed rollout back: records the rollback in the status, then sets the
+    /// template and placement of the previous revision, which the next reconcile rolls out
+    /// with the `rollback` config. With no earlier revision, the rollout pauses instead.
+    async fn roll_back(
+        &self,
+        service: &Service,
+        hash: &str,
+        why: &str,
+        slots: u32,
+        now: dctl_apis::Time,
+    ) -> Result<(), Error> {
+        let key = ObjectKey::of(service);
+        let failed = |source| Error::RollBack {
+            service: key.clone(),
+            source,
+        };
+        let previous = revisions::previous(&self.store, service, hash)
+            .await
+            .map_err(failed)?;
+        let mut status = service.status.clone().unwrap_or_default();
+        let Some(previous) = previous else {
+            if let Some(rollout) = status.rollout.as_mut() {
+                rollout.state = RolloutState::Paused;
+                rollout.message = format!("paused: {why}; no earlier revision to roll back to");
+            }
+            let message = status.rollout.as_ref().map(|r| r.message.clone());
+            self.write_status(service, status).await?;
+            let message = message.unwrap_or_default();
+            self.event(service, EventType::Warning, "RolloutPaused", &message)
+                .await;
+            return Ok(());
+        };
+        let spec = &previous.spec;
+        let message = format!("rolling back to revision {}: {why}", spec.revision);
+        status.rollout = Some(RolloutStatus {
+            state: RolloutState::RollbackStarted,
+            message: message.clone(),
+            revision: spec.revision,
+            target: dctl_apis::revision::template_hash(&spec.template, &spec.placement),
+            started_at: Some(now),
+            completed_at: None,
+            last_progress_at: Some(now),
+            slots,
+            progress: 0,
+            failed_tasks: Vec::new(),
+        });
+        let mut updated = service.clone();
+        updated.status = Some(status);
+        let written = self.store.update_status(&updated).await.map_err(failed)?;
+        self.expectations.wrote(&key, &written);
+        let mut rolled_back = written;
+        rolled_back.spec.template = spec.template.clone();
+        rolled_back.spec.placement = spec.placement.clone();
+        let written = self.store.update(&rolled_back).await.map_err(failed)?;
+        self.expectations.wrote(&key, &written);
+        self.event(service, EventType::Warning, "RollbackStarted", &message)
+            .await;
+        Ok(())
     }
 
     fn cached_revision(&self, kind: Kind, key: &ObjectKey) -> Option<i64> {

@@ -10,10 +10,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::time::Duration;
 
+use dctl_apis::meta::find_condition;
 use dctl_apis::node::NodeAvailability;
-use dctl_apis::service::ServiceMode;
-use dctl_apis::task::{TaskDesiredState, TaskState};
-use dctl_apis::{Service, Task, Time};
+use dctl_apis::service::{ServiceMode, UpdateOrder};
+use dctl_apis::task::{TaskDesiredState, TaskState, CONDITION_READY, CONDITION_STARTED};
+use dctl_apis::{ConditionStatus, Service, Task, Time};
 
 use super::eligibility::NodeFit;
 use super::restart::{self, Ending, Restart};
@@ -54,6 +55,9 @@ pub struct Input<'a> {
     pub nodes: &'a BTreeMap<String, NodeFit>,
     /// Finished tasks kept per slot (raised to `maxAttempts`, which is counted from them).
     pub history_limit: u32,
+    /// How the rollout under way replaces a task: stop-first stages the new task until the
+    /// old one has stopped; start-first keeps the old task until the new one is Ready.
+    pub order: UpdateOrder,
     pub now: Time,
 }
 
@@ -71,6 +75,44 @@ pub struct Plan {
     pub held: Vec<Held>,
     /// Look again after this long though nothing changes (a restart delay running out).
     pub requeue_after: Option<Duration>,
+    /// Where the slots stand against the service's current template and placement: what
+    /// the rollout decides on. The plan stages no update until [`Plan::stage_updates`].
+    pub survey: Survey,
+}
+
+/// The kept slots by how far they are from the service's current template and placement.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Survey {
+    /// Slots whose task runs an older template, or sits on a node the placement no longer
+    /// allows, and has no replacement yet; in slot order.
+    pub outdated: Vec<Outdated>,
+    /// Slots whose current-template task is not Ready yet (staged, starting, or failing
+    /// its readiness probe).
+    pub in_flight: usize,
+    /// Slots whose current-template task is Ready, with when it became Ready.
+    pub ready_since: Vec<Time>,
+    /// The update order these decisions were made with.
+    pub order: UpdateOrder,
+}
+
+impl Survey {
+    /// `stop-first` / `start-first`, for events.
+    pub fn order_word(&self) -> &'static str {
+        match self.order {
+            UpdateOrder::StopFirst => "stop-first",
+            UpdateOrder::StartFirst => "start-first",
+        }
+    }
+}
+
+/// A slot waiting for its turn in the rollout.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outdated {
+    pub slot: SlotId,
+    pub task: String,
+    /// The task is on a node the placement constraints no longer allow (else: its template
+    /// is older).
+    pub misplaced: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -89,7 +131,7 @@ pub enum CreateReason {
     Restart { replaces: String },
     /// The task's node was drained or lost: no restart delay, not a failure.
     Moved { replaces: String },
-    /// The task runs an older template.
+    /// The task runs an older template, or on a node the placement no longer allows.
     Update { replaces: String },
 }
 
@@ -108,8 +150,12 @@ pub enum StopReason {
     Superseded,
     /// The task ended and its replacement was created; this makes it history.
     Replaced,
-    /// Its template is no longer the service's.
+    /// Its template is no longer the service's (stop-first: before its replacement runs).
     Outdated,
+    /// Its replacement with the service's current template is Ready (start-first).
+    ReplacementReady,
+    /// The service's template went back to the one an older task of its slot runs.
+    RolledBack,
     NodeDrained(String),
     /// The node no longer satisfies the placement constraints.
     NodeIneligible(String),
@@ -125,6 +171,12 @@ impl fmt::Display for StopReason {
             StopReason::Superseded => f.write_str("a newer task fills its slot"),
             StopReason::Replaced => f.write_str("it ended and was replaced"),
             StopReason::Outdated => f.write_str("the service's template changed"),
+            StopReason::ReplacementReady => {
+                f.write_str("its replacement with the new template is Ready")
+            }
+            StopReason::RolledBack => {
+                f.write_str("the service rolled back to the template of an older task")
+            }
             StopReason::NodeDrained(node) => write!(f, "node {node} is drained"),
             StopReason::NodeIneligible(node) => {
                 write!(
@@ -166,13 +218,14 @@ struct Slot<'a> {
 /// (replicated) or per eligible node (global); failed tasks replaced per the restart
 /// policy; scale-down non-running and most-loaded first; a bounded task history.
 ///
-/// Template changes: until the rollout controller exists (issue 5), this is the interim
-/// rollout: tasks of an older template are replaced `update.parallelism` slots at a time
-/// (0: all), stop-first (the new task is staged, desired `ready`, and set `running` once
-/// the old one has stopped), and a slot counts as done only once its new task runs.
+/// Template and placement changes are the rollout's: the plan only surveys the slots
+/// ([`Plan::survey`]), and [`Plan::stage_updates`] replaces as many outdated slots as the
+/// rollout allows. What it does here itself is finish a slot's update: start a staged task
+/// once its predecessor stopped (stop-first), and stop the old task once its replacement
+/// is Ready (start-first).
 pub fn plan(input: &Input<'_>) -> Plan {
     let mut plan = Plan::default();
-    let slots = group(input.tasks, &mut plan);
+    let slots = group(input, &mut plan);
     let spec = &input.service.spec;
     let (kept, wanted) = match spec.mode {
         ServiceMode::Replicated => {
@@ -181,8 +234,7 @@ pub fn plan(input: &Input<'_>) -> Plan {
         }
         ServiceMode::Global => global_slots(&slots, input.nodes, &mut plan),
     };
-    let mut outdated = Vec::new();
-    let mut updating = 0;
+    plan.survey.order = input.order;
     for slot_id in &kept {
         let slot = &slots[slot_id];
         let Some(task) = slot.current else { continue };
@@ -205,15 +257,21 @@ pub fn plan(input: &Input<'_>) -> Plan {
         if staged && !slot.past.iter().any(|t| is_stopping(t)) {
             plan.start.push(name(task));
         }
-        if task.spec.template != spec.template {
+        let misplaced = misplaced(input, task);
+        if task.spec.template != spec.template || misplaced {
             if !staged {
-                outdated.push((slot_id.clone(), task));
+                plan.survey.outdated.push(Outdated {
+                    slot: slot_id.clone(),
+                    task: name(task),
+                    misplaced,
+                });
             }
-        } else if staged || state(task) < Some(TaskState::Running) {
-            updating += 1;
+        } else if let Some(since) = ready_since(task).filter(|_| !staged) {
+            plan.survey.ready_since.push(since);
+        } else {
+            plan.survey.in_flight += 1;
         }
     }
-    update_outdated(spec.update.parallelism, updating, outdated, &mut plan);
     let policy = &spec.template.restart_policy;
     let keep = input.history_limit.max(policy.max_attempts) as usize;
     for (slot_id, slot) in &slots {
@@ -238,27 +296,51 @@ impl Plan {
     }
 }
 
-/// Sorts tasks into slots; a slot with several current tasks keeps the newest and stops
-/// the others (a replacement created just before a crash, a lost race).
-fn group<'a>(tasks: &[&'a Task], plan: &mut Plan) -> BTreeMap<SlotId, Slot<'a>> {
+/// Sorts tasks into slots. A slot with several current tasks keeps one: the newest live
+/// task of the service's template (after a rollback, the older task still running it), or
+/// else the newest. The others are stopped, except, start-first, the older task its
+/// replacement will take over from once that is Ready.
+fn group<'a>(input: &Input<'a>, plan: &mut Plan) -> BTreeMap<SlotId, Slot<'a>> {
+    let template = &input.service.spec.template;
+    let mut currents: BTreeMap<SlotId, Vec<&'a Task>> = BTreeMap::new();
     let mut slots: BTreeMap<SlotId, Slot<'a>> = BTreeMap::new();
-    let mut tasks = tasks.to_vec();
-    // Newest first, so the first current task seen in a slot is the one it keeps.
+    let mut tasks = input.tasks.to_vec();
     tasks.sort_by_key(|t| Reverse((t.metadata.creation_timestamp, t.metadata.name.clone())));
     for task in tasks {
         let Some(slot_id) = SlotId::of(task) else {
             continue;
         };
+        if is_current(task) {
+            currents.entry(slot_id.clone()).or_default().push(task);
+        }
         let slot = slots.entry(slot_id).or_default();
         if !is_current(task) {
             slot.past.push(task);
-        } else if slot.current.is_none() {
-            slot.current = Some(task);
-        } else if is_terminal(task) {
-            plan.stop_live(task, StopReason::Replaced);
-        } else {
-            plan.stop_live(task, StopReason::Superseded);
         }
+    }
+    for (slot_id, tasks) in currents {
+        let keep = tasks
+            .iter()
+            .position(|t| t.spec.template == *template && !is_terminal(t))
+            .unwrap_or(0);
+        let current = tasks[keep];
+        let replacing = current.spec.template == *template && !is_terminal(current);
+        let current_ready = ready_since(current).is_some();
+        for (i, other) in tasks.iter().enumerate().filter(|(i, _)| *i != keep) {
+            let older_template = other.spec.template != *template || misplaced(input, other);
+            if is_terminal(other) {
+                plan.stop_live(other, StopReason::Replaced);
+            } else if i < keep {
+                plan.stop_live(other, StopReason::RolledBack);
+            } else if replacing && older_template && current_ready {
+                plan.stop_live(other, StopReason::ReplacementReady);
+            } else if replacing && older_template && input.order == UpdateOrder::StartFirst {
+                // Start-first: it serves until its replacement is Ready.
+            } else {
+                plan.stop_live(other, StopReason::Superseded);
+            }
+        }
+        slots.entry(slot_id).or_default().current = Some(current);
     }
     slots
 }
@@ -476,28 +558,70 @@ fn displaced(input: &Input<'_>, task: &Task) -> Option<StopReason> {
     }
 }
 
-/// Stages replacements for tasks of an older template, at most `parallelism` (0: all)
-/// slots in flight, counting the `updating` ones whose new task does not run yet.
-fn update_outdated(
-    parallelism: Option<u32>,
-    updating: usize,
-    outdated: Vec<(SlotId, &Task)>,
-    plan: &mut Plan,
-) {
-    let budget = match parallelism.unwrap_or(1) {
-        0 => usize::MAX,
-        n => (n as usize).saturating_sub(updating),
-    };
-    for (slot_id, task) in outdated.into_iter().take(budget) {
-        plan.create.push(NewTask {
-            slot: slot_id,
-            desired_state: TaskDesiredState::Ready,
-            reason: CreateReason::Update {
-                replaces: name(task),
-            },
-        });
-        plan.stop_live(task, StopReason::Outdated);
+impl Plan {
+    /// Replaces the first `count` outdated slots of the survey: stop-first stages the new
+    /// task (desired `ready`, started once the old one has stopped) and stops the old one;
+    /// start-first creates the new task running and leaves the old one until the new one
+    /// is Ready. Returns the slots it took.
+    pub fn stage_updates(&mut self, count: usize) -> Vec<SlotId> {
+        let count = count.min(self.survey.outdated.len());
+        let batch: Vec<Outdated> = self.survey.outdated.drain(..count).collect();
+        for outdated in &batch {
+            let desired_state = match self.survey.order {
+                UpdateOrder::StopFirst => TaskDesiredState::Ready,
+                UpdateOrder::StartFirst => TaskDesiredState::Running,
+            };
+            self.create.push(NewTask {
+                slot: outdated.slot.clone(),
+                desired_state,
+                reason: CreateReason::Update {
+                    replaces: outdated.task.clone(),
+                },
+            });
+            if self.survey.order == UpdateOrder::StopFirst {
+                self.stop.push(Stop {
+                    task: outdated.task.clone(),
+                    reason: StopReason::Outdated,
+                    live: true,
+                });
+            }
+            self.survey.in_flight += 1;
+        }
+        batch.into_iter().map(|outdated| outdated.slot).collect()
     }
+}
+
+/// A replicated task on a node the placement constraints no longer allow: it waits for
+/// the rollout to move it (a global task's slot is its node; see [`global_slots`]).
+fn misplaced(input: &Input<'_>, task: &Task) -> bool {
+    input.service.spec.mode == ServiceMode::Replicated
+        && task
+            .spec
+            .node_name
+            .as_deref()
+            .and_then(|node| input.nodes.get(node))
+            .is_some_and(|fit| !fit.matches)
+}
+
+/// When the task's `Ready` condition last became `True`, if it is `True`.
+pub fn ready_since(task: &Task) -> Option<Time> {
+    condition_true_since(task, CONDITION_READY)
+}
+
+/// When the task's `Started` condition last became `True` (its startup probe passed, or
+/// it started running without one), if it is `True`.
+pub fn started_since(task: &Task) -> Option<Time> {
+    condition_true_since(task, CONDITION_STARTED)
+}
+
+fn condition_true_since(task: &Task, type_: &str) -> Option<Time> {
+    let status = task.status.as_ref()?;
+    if status.state != TaskState::Running {
+        return None;
+    }
+    find_condition(&status.conditions, type_)
+        .filter(|c| c.status == ConditionStatus::True)
+        .map(|c| c.last_transition_time)
 }
 
 /// The finished tasks of a slot beyond the newest `keep`, to delete.
@@ -540,8 +664,8 @@ fn name(task: &Task) -> String {
 
 #[cfg(test)]
 #[path = "slots_tests.rs"]
-mod tests;
+pub(super) mod tests;
 
 #[cfg(test)]
 #[path = "slots_update_tests.rs"]
-mod update_tests;
+pub(super) mod update_tests;

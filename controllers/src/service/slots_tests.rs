@@ -16,11 +16,11 @@ use super::*;
 
 const NOW: i64 = 1_000;
 
-fn at(secs: i64) -> Time {
+pub(in crate::service) fn at(secs: i64) -> Time {
     chrono::Utc.with_ymd_and_hms(2025, 1, 1, 0, 0, 0).unwrap() + chrono::Duration::seconds(secs)
 }
 
-fn template(image: &str) -> TaskTemplate {
+pub(in crate::service) fn template(image: &str) -> TaskTemplate {
     let mut template = TaskTemplate {
         image: image.into(),
         ..TaskTemplate::default()
@@ -29,7 +29,7 @@ fn template(image: &str) -> TaskTemplate {
     template
 }
 
-pub(super) fn replicated(replicas: u32) -> Service {
+pub(in crate::service) fn replicated(replicas: u32) -> Service {
     let mut spec = ServiceSpec {
         mode: ServiceMode::Replicated,
         replicas: Some(replicas),
@@ -49,9 +49,9 @@ fn global() -> Service {
 
 /// A task builder: `t("a", 1).on("n1").state(Running)`.
 #[derive(Clone)]
-pub(super) struct T(pub(super) Task);
+pub(in crate::service) struct T(pub(in crate::service) Task);
 
-pub(super) fn t(id: &str, slot: u32) -> T {
+pub(in crate::service) fn t(id: &str, slot: u32) -> T {
     T::new(id, Some(slot), None)
 }
 
@@ -75,18 +75,18 @@ impl T {
         ))
     }
 
-    pub(super) fn created(mut self, secs: i64) -> T {
+    pub(in crate::service) fn created(mut self, secs: i64) -> T {
         self.0.metadata.creation_timestamp = Some(at(secs));
         self
     }
 
-    pub(super) fn on(mut self, node: &str) -> T {
+    pub(in crate::service) fn on(mut self, node: &str) -> T {
         self.0.spec.node_name = Some(node.into());
         self
     }
 
     /// Reached `state` at `secs`.
-    pub(super) fn state_at(mut self, state: TaskState, secs: i64) -> T {
+    pub(in crate::service) fn state_at(mut self, state: TaskState, secs: i64) -> T {
         self.0.status = Some(TaskStatus {
             state,
             timestamp: Some(at(secs)),
@@ -95,26 +95,26 @@ impl T {
         self
     }
 
-    pub(super) fn state(self, state: TaskState) -> T {
+    pub(in crate::service) fn state(self, state: TaskState) -> T {
         self.state_at(state, 0)
     }
 
-    pub(super) fn desired(mut self, desired: TaskDesiredState) -> T {
+    pub(in crate::service) fn desired(mut self, desired: TaskDesiredState) -> T {
         self.0.spec.desired_state = desired;
         self
     }
 
-    pub(super) fn stopped(self) -> T {
+    pub(in crate::service) fn stopped(self) -> T {
         self.desired(TaskDesiredState::Shutdown)
     }
 
     /// Runs the service's exact template (its restart policy included).
-    pub(super) fn of(mut self, service: &Service) -> T {
+    pub(in crate::service) fn of(mut self, service: &Service) -> T {
         self.0.spec.template = service.spec.template.clone();
         self
     }
 
-    pub(super) fn image(mut self, image: &str) -> T {
+    pub(in crate::service) fn image(mut self, image: &str) -> T {
         self.0.spec.template = template(image);
         self
     }
@@ -128,21 +128,26 @@ fn fit(ready: bool, availability: NodeAvailability, matches: bool) -> NodeFit {
     }
 }
 
-pub(super) fn active() -> NodeFit {
+pub(in crate::service) fn active() -> NodeFit {
     fit(true, NodeAvailability::Active, true)
 }
 
-pub(super) fn nodes(list: &[(&str, NodeFit)]) -> BTreeMap<String, NodeFit> {
+pub(in crate::service) fn nodes(list: &[(&str, NodeFit)]) -> BTreeMap<String, NodeFit> {
     list.iter().map(|(n, f)| (n.to_string(), *f)).collect()
 }
 
-pub(super) fn plan_for(service: &Service, tasks: &[T], nodes: &BTreeMap<String, NodeFit>) -> Plan {
+pub(in crate::service) fn plan_for(
+    service: &Service,
+    tasks: &[T],
+    nodes: &BTreeMap<String, NodeFit>,
+) -> Plan {
     let tasks: Vec<&Task> = tasks.iter().map(|t| &t.0).collect();
     plan(&Input {
         service,
         tasks: &tasks,
         nodes,
         history_limit: 5,
+        order: service.spec.update.order,
         now: at(NOW),
     })
 }
@@ -155,7 +160,7 @@ fn new_slot(slot: SlotId) -> NewTask {
     }
 }
 
-pub(super) fn stop(task: &str, reason: StopReason, live: bool) -> Stop {
+pub(in crate::service) fn stop(task: &str, reason: StopReason, live: bool) -> Stop {
     Stop {
         task: task.into(),
         reason,
@@ -163,7 +168,7 @@ pub(super) fn stop(task: &str, reason: StopReason, live: bool) -> Stop {
     }
 }
 
-pub(super) fn r(n: u32) -> SlotId {
+pub(in crate::service) fn r(n: u32) -> SlotId {
     SlotId::Replica(n)
 }
 

@@ -1,9 +1,10 @@
-//! Table tests of the interim rollout: template changes replace tasks slot by slot, stop-first.
+//! Table tests of a slot's update: the survey, staging stop-first and start-first, rollback.
 
-use dctl_apis::task::{TaskDesiredState, TaskState};
+use dctl_apis::meta::Condition;
+use dctl_apis::task::{TaskDesiredState, TaskState, CONDITION_READY, CONDITION_STARTED};
 use dctl_apis::template::RestartCondition;
 
-use super::tests::{active, nodes, plan_for, r, replicated, stop, t, T};
+use super::tests::{active, at, nodes, plan_for, r, replicated, stop, t, T};
 use super::*;
 
 #[test]
@@ -50,11 +51,58 @@ fn a_new_template_restarts_a_held_slot_with_fresh_attempts() {
     );
 }
 
+/// A task that became Ready at `secs`.
+pub(in crate::service) fn ready(task: T, secs: i64) -> T {
+    let mut task = task.state(TaskState::Running);
+    let status = task.0.status.as_mut().unwrap();
+    for type_ in [CONDITION_STARTED, CONDITION_READY] {
+        status.conditions.push(Condition {
+            type_: type_.into(),
+            status: ConditionStatus::True,
+            reason: String::new(),
+            message: String::new(),
+            last_transition_time: at(secs),
+            observed_generation: None,
+        });
+    }
+    task
+}
+
 #[test]
-fn template_changes_roll_parallelism_slots_at_a_time_stop_first() {
+fn the_survey_sorts_slots_by_how_far_they_are_from_the_template() {
     use TaskState::{Pending, Running};
+    let fits = nodes(&[("n1", active()), ("n2", active())]);
+    let mut service = replicated(4);
+    service.spec.placement.constraints = vec!["node.labels.zone == a".into()];
+    let mut fits_b = fits.clone();
+    fits_b.get_mut("n2").unwrap().matches = false;
+    let tasks = [
+        t("old", 1).on("n1").state(Running).image("web:0"),
+        t("starting", 2).on("n1").state(Pending).of(&service),
+        ready(t("done", 3).on("n1").of(&service), 40),
+        t("elsewhere", 4).on("n2").state(Running).of(&service),
+    ];
+    let plan = plan_for(&service, &tasks, &fits_b);
+    let outdated: Vec<(&str, bool)> = plan
+        .survey
+        .outdated
+        .iter()
+        .map(|o| (o.task.as_str(), o.misplaced))
+        .collect();
+    assert_eq!(outdated, [("old", false), ("elsewhere", true)]);
+    assert_eq!(plan.survey.in_flight, 1);
+    assert_eq!(plan.survey.ready_since, [at(40)]);
+    assert!(plan.create.is_empty() && plan.stop.is_empty(), "{plan:?}");
+}
+
+#[test]
+fn stop_first_stages_the_new_task_and_stops_the_old_one() {
+    use TaskState::Running;
     let fits = nodes(&[("n1", active())]);
+    let service = replicated(3);
     let old = |id, slot| t(id, slot).on("n1").state(Running).image("web:0");
+    let mut plan = plan_for(&service, &[old("a", 1), old("b", 2), old("c", 3)], &fits);
+    assert_eq!(plan.stage_updates(2), [r(1), r(2)]);
     let staged = |replaces: &str, slot| NewTask {
         slot,
         desired_state: TaskDesiredState::Ready,
@@ -62,60 +110,65 @@ fn template_changes_roll_parallelism_slots_at_a_time_stop_first() {
             replaces: replaces.into(),
         },
     };
-    // (parallelism, tasks) → staged replacements
-    let cases: Vec<(&str, u32, Vec<T>, Vec<NewTask>)> = vec![
-        (
-            "one at a time",
-            1,
-            vec![old("a", 1), old("b", 2), old("c", 3)],
-            vec![staged("a", r(1))],
-        ),
-        (
-            "zero means all",
-            0,
-            vec![old("a", 1), old("b", 2)],
-            vec![staged("a", r(1)), staged("b", r(2))],
-        ),
-        (
-            "a new task not yet running holds the batch",
-            1,
-            vec![t("a2", 1).on("n1").state(Pending), old("b", 2)],
-            vec![],
-        ),
-        (
-            "a staged task holds the batch",
-            2,
-            vec![
-                t("a2", 1).desired(TaskDesiredState::Ready),
-                old("a", 1).stopped(),
-                old("b", 2),
-                old("c", 3),
-            ],
-            vec![staged("b", r(2))],
-        ),
-        (
-            "a running new task frees its place",
-            1,
-            vec![t("a2", 1).on("n1").state(Running), old("b", 2)],
-            vec![staged("b", r(2))],
-        ),
-    ];
-    for (name, parallelism, tasks, expected) in cases {
-        let mut service =
-            replicated(u32::try_from(tasks.iter().filter(|t| is_current(&t.0)).count()).unwrap());
-        service.spec.update.parallelism = Some(parallelism);
-        let plan = plan_for(&service, &tasks, &fits);
-        assert_eq!(plan.create, expected, "{name}");
-        let stopped: Vec<&str> = plan.stop.iter().map(|s| s.task.as_str()).collect();
-        let replaced: Vec<&str> = expected
-            .iter()
-            .map(|c| match &c.reason {
-                CreateReason::Update { replaces } => replaces.as_str(),
-                _ => unreachable!(),
-            })
-            .collect();
-        assert_eq!(stopped, replaced, "{name}");
-    }
+    assert_eq!(plan.create, [staged("a", r(1)), staged("b", r(2))]);
+    assert_eq!(
+        plan.stop,
+        [
+            stop("a", StopReason::Outdated, true),
+            stop("b", StopReason::Outdated, true)
+        ]
+    );
+    assert_eq!(plan.survey.outdated.len(), 1);
+    assert_eq!(plan.survey.in_flight, 2);
+}
+
+#[test]
+fn start_first_keeps_the_old_task_until_its_replacement_is_ready() {
+    use TaskState::{Pending, Running};
+    let fits = nodes(&[("n1", active())]);
+    let mut service = replicated(1);
+    service.spec.update.order = UpdateOrder::StartFirst;
+    let old = t("old", 1).on("n1").state(Running).image("web:0");
+
+    let mut plan = plan_for(&service, std::slice::from_ref(&old), &fits);
+    plan.stage_updates(1);
+    assert_eq!(plan.create[0].desired_state, TaskDesiredState::Running);
+    assert!(plan.stop.is_empty(), "the old task serves meanwhile");
+
+    let starting = t("new", 1).created(10).on("n1").state(Pending).of(&service);
+    let plan = plan_for(&service, &[old.clone(), starting], &fits);
+    assert!(plan.stop.is_empty() && plan.create.is_empty(), "{plan:?}");
+    assert_eq!(plan.survey.in_flight, 1);
+
+    let up = ready(t("new", 1).created(10).on("n1").of(&service), 20);
+    let plan = plan_for(&service, &[old.clone(), up], &fits);
+    assert_eq!(plan.stop, [stop("old", StopReason::ReplacementReady, true)]);
+    assert_eq!(plan.survey.ready_since, [at(20)]);
+
+    // Stop-first would not keep both: the older one is superseded.
+    service.spec.update.order = UpdateOrder::StopFirst;
+    let starting = t("new", 1).created(10).on("n1").state(Pending).of(&service);
+    let plan = plan_for(&service, &[old, starting], &fits);
+    assert_eq!(plan.stop, [stop("old", StopReason::Superseded, true)]);
+}
+
+#[test]
+fn a_rollback_keeps_the_old_task_that_still_runs_the_template() {
+    use TaskState::{Pending, Running};
+    let fits = nodes(&[("n1", active())]);
+    let mut service = replicated(1);
+    service.spec.update.order = UpdateOrder::StartFirst;
+    // The template went back to web:1 while the web:2 task never became Ready.
+    let old = t("old", 1).on("n1").state(Running).of(&service);
+    let bad = t("bad", 1)
+        .created(10)
+        .on("n1")
+        .state(Pending)
+        .image("web:2");
+    let plan = plan_for(&service, &[old, bad], &fits);
+    assert_eq!(plan.stop, [stop("bad", StopReason::RolledBack, true)]);
+    assert!(plan.create.is_empty());
+    assert!(plan.survey.outdated.is_empty());
 }
 
 #[test]

@@ -206,8 +206,14 @@ mod tests {
         let rollout = RolloutStatus {
             state: RolloutState::Completed,
             message: String::new(),
+            revision: 7,
+            target: "abc".into(),
             started_at: None,
             completed_at: None,
+            last_progress_at: None,
+            slots: 1,
+            progress: 1,
+            failed_tasks: Vec::new(),
         };
         let mut before = compute(&service, &[], 1, at(10));
         before.rollout = Some(rollout.clone());

@@ -3,10 +3,12 @@
 use std::process::ExitCode;
 
 use clap::Args;
-use dctl_runtime::apply::Applier;
+use dctl_apis::Kind;
+use dctl_runtime::apply::{Applier, Outcome};
 use dctl_runtime::manifest_files;
+use dctl_runtime::ObjectKey;
 
-use crate::commands::object_name;
+use crate::commands::{object_name, wait};
 use crate::exit::{CliError, Exit};
 use crate::{connect, FileArgs};
 
@@ -17,6 +19,13 @@ pub struct ApplyArgs {
     /// Compare with the live objects and print what would happen, writing nothing.
     #[arg(long)]
     dry_run: bool,
+    /// Then wait until the rollouts of the services it created or changed have finished
+    /// (exit 1 if one pauses or rolls back).
+    #[arg(long)]
+    wait: bool,
+    /// With --wait: give up after this long (`90s`, `5m`).
+    #[arg(long, requires = "wait")]
+    timeout: Option<dctl_apis::Duration>,
 }
 
 pub async fn run(endpoints: &[String], args: ApplyArgs) -> Result<ExitCode, CliError> {
@@ -30,21 +39,33 @@ pub async fn run(endpoints: &[String], args: ApplyArgs) -> Result<ExitCode, CliE
     let suffix = if args.dry_run { " (dry run)" } else { "" };
     let mut applier = Applier::new(&store, &documents, args.dry_run);
     let mut first_error: Option<CliError> = None;
+    let mut changed_services = Vec::new();
     // One at a time, in document order, as kubectl does: where order matters (of two
     // overlapping networks the earlier one wins) the file says which comes first.
     for document in &documents {
         let object = &document.object;
         let name = object_name(object.kind(), &object.meta().name);
         match applier.apply(object).await.map_err(CliError::from) {
-            Ok(outcome) => println!("{name} {outcome}{suffix}"),
+            Ok(outcome) => {
+                println!("{name} {outcome}{suffix}");
+                if object.kind() == Kind::Service && outcome != Outcome::Unchanged {
+                    changed_services.push(ObjectKey::new(
+                        object.meta().namespace(),
+                        &object.meta().name,
+                    ));
+                }
+            }
             Err(err) => {
                 eprintln!("error: {name}: {}", err.message);
                 first_error.get_or_insert(err);
             }
         }
     }
-    match first_error {
-        Some(err) => Ok(ExitCode::from(err.exit as u8)),
-        None => Ok(ExitCode::SUCCESS),
+    if let Some(err) = first_error {
+        return Ok(ExitCode::from(err.exit as u8));
     }
+    if args.wait && !args.dry_run && !changed_services.is_empty() {
+        wait::rollouts(&store, &changed_services, args.timeout.map(|t| t.as_std())).await?;
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -7,7 +7,9 @@ pub mod diff;
 pub mod get;
 pub mod logs;
 pub mod node;
+pub mod rollout;
 pub mod scale;
+pub mod wait;
 
 use dctl_apis::{meta::DEFAULT_NAMESPACE, Kind};
 

@@ -4,7 +4,8 @@ use chrono::{DateTime, Utc};
 use dctl_apis::meta::find_condition;
 use dctl_apis::task::TaskState;
 use dctl_apis::{
-    Condition, ConditionStatus, Endpoints, Event, GitSync, Network, Node, Resource, Service, Task,
+    Condition, ConditionStatus, Endpoints, Event, GitSync, Network, Node, Resource, Service,
+    ServiceRevision, Task,
 };
 
 /// A kind that `dctl get` can print as a table.
@@ -302,6 +303,22 @@ impl Printable for Endpoints {
         vec![
             self.metadata.name.clone(),
             none_if_empty(text),
+            age(&self.metadata.creation_timestamp, now),
+        ]
+    }
+}
+
+impl Printable for ServiceRevision {
+    fn columns(_wide: bool) -> &'static [&'static str] {
+        &["NAME", "SERVICE", "REVISION", "IMAGE", "AGE"]
+    }
+
+    fn row(&self, _wide: bool, now: DateTime<Utc>) -> Vec<String> {
+        vec![
+            self.metadata.name.clone(),
+            self.spec.service.clone(),
+            self.spec.revision.to_string(),
+            self.spec.template.image.clone(),
             age(&self.metadata.creation_timestamp, now),
         ]
     }
