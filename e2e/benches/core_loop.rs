@@ -16,10 +16,9 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::process::Output;
 use std::time::{Duration, Instant};
 
-use bollard::models::{ContainerCreateBody, LocalNodeState, TaskState as SwarmTaskState};
+use bollard::models::{ContainerCreateBody, TaskState as SwarmTaskState};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, ListContainersOptionsBuilder, ListTasksOptionsBuilder,
     RemoveContainerOptionsBuilder,
@@ -28,6 +27,7 @@ use bollard::Docker;
 use dctl_apis::meta::find_condition;
 use dctl_apis::{ConditionStatus, Node, Task, TaskState};
 use dctl_e2e::cluster::Cluster;
+use dctl_e2e::swarm::{docker_cli, stderr, Swarm};
 use dctl_runtime::store::Store;
 
 /// The replica counts of the issue, each measured `RUNS` times (the median is reported).
@@ -41,8 +41,6 @@ const RUN_LIMIT: Duration = Duration::from_secs(60);
 const BUDGET: Duration = Duration::from_secs(8 * 60);
 const IMAGE: &str = "dctl-test/server:1";
 const NAMESPACE: &str = "bench";
-/// Swarm's bridge network, created by `docker swarm init` and left behind by `leave`.
-const GWBRIDGE: &str = "docker_gwbridge";
 
 #[tokio::main]
 async fn main() {
@@ -148,8 +146,8 @@ async fn bench(results: &mut Results) {
     println!("load average before: {}", load_average());
     println!("warm-up (1 replica per side, not counted)");
     dctl_run(&cluster, &store, &docker, 1, "warmup").await;
-    if let Some(swarm) = &swarm {
-        swarm.run(&docker, 1, "warmup", &label).await;
+    if swarm.is_some() {
+        swarm_run(&docker, 1, "warmup", &label).await;
     }
     direct_run(&docker, 1, "warmup", &label).await;
 
@@ -163,7 +161,7 @@ async fn bench(results: &mut Results) {
             let tag = format!("n{n}-r{run}");
             let dctl = dctl_run(&cluster, &store, &docker, n, &tag).await;
             let swarm_sample = match &swarm {
-                Some(swarm) => Some(swarm.run(&docker, n, &tag, &label).await),
+                Some(_) => Some(swarm_run(&docker, n, &tag, &label).await),
                 None => None,
             };
             let direct = direct_run(&docker, n, &tag, &label).await;
@@ -324,140 +322,74 @@ async fn node_ready(store: &Store, node: &str) -> Option<()> {
 // ---------------------------------------------------------------------------------------
 // Swarm
 
-/// This engine in Swarm mode for the bench's duration; dropping it leaves the swarm and
-/// removes what `swarm init` added, so the engine is left as found.
-struct Swarm {
-    /// Whether `docker_gwbridge` was there before `init` (then it is not ours to remove).
-    had_gwbridge: bool,
-}
-
-impl Swarm {
-    /// `docker swarm init --advertise-addr 127.0.0.1`, unless the engine is in a swarm
-    /// already: that swarm is someone else's, and the side is skipped with the reason.
-    async fn init(docker: &Docker) -> Result<Swarm, String> {
-        let info = docker
-            .info()
-            .await
-            .map_err(|e| format!("docker info: {e}"))?;
-        let state = info
-            .swarm
-            .and_then(|s| s.local_node_state)
-            .unwrap_or(LocalNodeState::EMPTY);
-        if state != LocalNodeState::INACTIVE {
-            return Err(format!(
-                "the engine's swarm state is {state:?}, not inactive; it is left untouched"
-            ));
-        }
-        let had_gwbridge = docker_cli(&["network", "inspect", GWBRIDGE])
-            .await
-            .status
-            .success();
-        // The guard first: a failed or interrupted init is cleaned up too.
-        let swarm = Swarm { had_gwbridge };
-        let init = docker_cli(&["swarm", "init", "--advertise-addr", "127.0.0.1"]).await;
-        if !init.status.success() {
-            return Err(format!("docker swarm init: {}", stderr(&init)));
-        }
-        Ok(swarm)
-    }
-
-    /// `docker service create --replicas N`, timed until N of its tasks run; then
-    /// removed, and waited for until its containers are gone.
-    async fn run(&self, docker: &Docker, n: usize, tag: &str, label: &str) -> Sample {
-        let name = format!("bench-{tag}");
-        let replicas = n.to_string();
-        let cpu = Cpu::now();
-        let start = Instant::now();
-        let create = docker_cli(&[
-            "service",
-            "create",
-            "--detach",
-            "--no-resolve-image",
-            "--replicas",
-            &replicas,
-            "--name",
-            &name,
-            "--container-label",
-            label,
-            "--stop-grace-period",
-            "2s",
-            IMAGE,
-        ])
-        .await;
-        assert!(
-            create.status.success(),
-            "docker service create: {}",
-            stderr(&create)
-        );
-        let filters = HashMap::from([
-            ("service", vec![name.as_str()]),
-            ("desired-state", vec!["running"]),
-        ]);
-        let options = ListTasksOptionsBuilder::new().filters(&filters).build();
-        let running = wait_until(RUN_LIMIT, || async {
-            let tasks = docker.list_tasks(Some(options.clone())).await.ok()?;
-            let running = tasks
-                .iter()
-                .filter(|t| {
-                    t.status.as_ref().and_then(|s| s.state) == Some(SwarmTaskState::RUNNING)
-                })
-                .count();
-            (running >= n).then(|| Sample {
-                time: start.elapsed(),
-                cpu: Cpu::now().since(cpu),
+/// `docker service create --replicas N`, timed until N of its tasks run; then
+/// removed, and waited for until its containers are gone.
+async fn swarm_run(docker: &Docker, n: usize, tag: &str, label: &str) -> Sample {
+    let name = format!("bench-{tag}");
+    let replicas = n.to_string();
+    let cpu = Cpu::now();
+    let start = Instant::now();
+    let create = docker_cli(&[
+        "service",
+        "create",
+        "--detach",
+        "--no-resolve-image",
+        "--replicas",
+        &replicas,
+        "--name",
+        &name,
+        "--container-label",
+        label,
+        "--stop-grace-period",
+        "2s",
+        IMAGE,
+    ])
+    .await;
+    assert!(
+        create.status.success(),
+        "docker service create: {}",
+        stderr(&create)
+    );
+    let filters = HashMap::from([
+        ("service", vec![name.as_str()]),
+        ("desired-state", vec!["running"]),
+    ]);
+    let options = ListTasksOptionsBuilder::new().filters(&filters).build();
+    let running = wait_until(RUN_LIMIT, || async {
+        let tasks = docker.list_tasks(Some(options.clone())).await.ok()?;
+        let running = tasks
+            .iter()
+            .filter(|t| {
+                t.status.as_ref().and_then(|s| s.state) == Some(SwarmTaskState::RUNNING)
             })
+            .count();
+        (running >= n).then(|| Sample {
+            time: start.elapsed(),
+            cpu: Cpu::now().since(cpu),
         })
-        .await
-        .unwrap_or_else(|| {
-            panic!("swarm: {n} replicas of {name} not running within {RUN_LIMIT:?}")
-        });
+    })
+    .await
+    .unwrap_or_else(|| {
+        panic!("swarm: {n} replicas of {name} not running within {RUN_LIMIT:?}")
+    });
 
-        let remove = docker_cli(&["service", "rm", &name]).await;
-        assert!(
-            remove.status.success(),
-            "docker service rm: {}",
-            stderr(&remove)
-        );
-        let service_label = format!("com.docker.swarm.service.name={name}");
-        let gone = wait_until(RUN_LIMIT, || async {
-            (containers_labelled(docker, std::slice::from_ref(&service_label)).await == 0)
-                .then_some(())
-        })
-        .await;
-        assert!(
-            gone.is_some(),
-            "swarm: the containers of {name} are not gone"
-        );
-        running
-    }
-}
-
-impl Drop for Swarm {
-    fn drop(&mut self) {
-        let docker = |args: &[&str]| {
-            std::process::Command::new("docker")
-                .args(args)
-                .output()
-                .map(|o| o.status.success())
-                .unwrap_or(false)
-        };
-        let left = docker(&["swarm", "leave", "--force"]);
-        println!(
-            "docker swarm leave --force: {}",
-            if left { "left" } else { "failed" }
-        );
-        if !self.had_gwbridge {
-            // Its endpoints go with the swarm's containers, a moment after `leave`.
-            for _ in 0..50 {
-                if docker(&["network", "rm", GWBRIDGE])
-                    || !docker(&["network", "inspect", GWBRIDGE])
-                {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(200));
-            }
-        }
-    }
+    let remove = docker_cli(&["service", "rm", &name]).await;
+    assert!(
+        remove.status.success(),
+        "docker service rm: {}",
+        stderr(&remove)
+    );
+    let service_label = format!("com.docker.swarm.service.name={name}");
+    let gone = wait_until(RUN_LIMIT, || async {
+        (containers_labelled(docker, std::slice::from_ref(&service_label)).await == 0)
+            .then_some(())
+    })
+    .await;
+    assert!(
+        gone.is_some(),
+        "swarm: the containers of {name} are not gone"
+    );
+    running
 }
 
 // ---------------------------------------------------------------------------------------
@@ -539,18 +471,6 @@ where
         }
         tokio::time::sleep(POLL).await;
     }
-}
-
-async fn docker_cli(args: &[&str]) -> Output {
-    tokio::process::Command::new("docker")
-        .args(args)
-        .output()
-        .await
-        .expect("the docker CLI runs")
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).trim().to_string()
 }
 
 fn ms(d: Duration) -> f64 {

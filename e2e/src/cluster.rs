@@ -81,6 +81,13 @@ impl Cluster {
         cluster
     }
 
+    /// The `key=value` label this run's containers carry, for containers a test or bench
+    /// creates itself (so a crashed run's leftovers are found with the rest).
+    pub fn container_label(&self) -> String {
+        let (key, value) = self.leftovers.label();
+        format!("{key}={value}")
+    }
+
     /// This run's name for a node: node names are unique per run, because agents of
     /// concurrent tests share one Docker engine and each owns its node's containers.
     pub fn node(&self, short: &str) -> String {

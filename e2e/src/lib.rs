@@ -4,6 +4,7 @@
 pub mod cluster;
 pub mod docker;
 pub mod load;
+pub mod swarm;
 
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
