@@ -40,7 +40,7 @@ pub(in crate::service) fn replicated(replicas: u32) -> Service {
     Service::new(ObjectMeta::named("demo", "web"), spec)
 }
 
-fn global() -> Service {
+pub(in crate::service) fn global() -> Service {
     let mut service = replicated(0);
     service.spec.mode = ServiceMode::Global;
     service.spec.replicas = None;
@@ -55,7 +55,7 @@ pub(in crate::service) fn t(id: &str, slot: u32) -> T {
     T::new(id, Some(slot), None)
 }
 
-fn g(id: &str, node: &str) -> T {
+pub(in crate::service) fn g(id: &str, node: &str) -> T {
     T::new(id, None, Some(node)).on(node)
 }
 
@@ -172,7 +172,7 @@ pub(in crate::service) fn r(n: u32) -> SlotId {
     SlotId::Replica(n)
 }
 
-fn n(node: &str) -> SlotId {
+pub(in crate::service) fn n(node: &str) -> SlotId {
     SlotId::Node(node.into())
 }
 

@@ -4,7 +4,7 @@ use dctl_apis::meta::Condition;
 use dctl_apis::task::{TaskDesiredState, TaskState, CONDITION_READY, CONDITION_STARTED};
 use dctl_apis::template::RestartCondition;
 
-use super::tests::{active, at, nodes, plan_for, r, replicated, stop, t, T};
+use super::tests::{active, at, g, global, n, nodes, plan_for, r, replicated, stop, t, T};
 use super::*;
 
 #[test]
@@ -197,4 +197,37 @@ fn a_staged_task_starts_once_its_predecessor_stopped() {
         let plan = plan_for(&replicated(1), &[staged.clone(), old], &fits);
         assert_eq!(plan.start, expected, "{name}");
     }
+}
+
+#[test]
+fn a_global_service_rolls_node_by_node() {
+    use TaskState::{Running, Shutdown};
+    let fits = nodes(&[("n1", active()), ("n2", active()), ("n3", active())]);
+    let service = global();
+    let old = |id, node| g(id, node).state(Running).image("web:0");
+    let tasks = [old("a", "n1"), old("b", "n2"), old("c", "n3")];
+    let mut plan = plan_for(&service, &tasks, &fits);
+    assert_eq!(plan.survey.outdated.len(), 3);
+    assert_eq!(plan.stage_updates(1), [n("n1")]);
+    let staged = NewTask {
+        slot: n("n1"),
+        desired_state: TaskDesiredState::Ready,
+        reason: CreateReason::Update {
+            replaces: "a".into(),
+        },
+    };
+    assert_eq!(plan.create, [staged]);
+    assert_eq!(plan.stop, [stop("a", StopReason::Outdated, true)]);
+
+    // n1 runs the template again: the next batch is the next node's, one task per node.
+    let tasks = [
+        g("a", "n1").stopped().state(Shutdown).image("web:0"),
+        ready(g("a2", "n1").created(10).of(&service), 20),
+        old("b", "n2"),
+        old("c", "n3"),
+    ];
+    let mut plan = plan_for(&service, &tasks, &fits);
+    assert_eq!(plan.survey.in_flight, 0);
+    assert_eq!(plan.stage_updates(1), [n("n2")]);
+    assert_eq!(plan.stop, [stop("b", StopReason::Outdated, true)]);
 }
