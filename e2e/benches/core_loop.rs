@@ -27,6 +27,7 @@ use bollard::Docker;
 use dctl_apis::meta::find_condition;
 use dctl_apis::{ConditionStatus, Node, Task, TaskState};
 use dctl_e2e::cluster::Cluster;
+use dctl_e2e::stats::{median, ms};
 use dctl_e2e::swarm::{docker_cli, stderr, Swarm};
 use dctl_runtime::store::Store;
 
@@ -466,15 +467,6 @@ where
         }
         tokio::time::sleep(POLL).await;
     }
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
-fn median(mut values: Vec<Duration>) -> Option<Duration> {
-    values.sort();
-    values.get(values.len() / 2).copied()
 }
 
 /// Linux's `/proc` counts CPU time in ticks of 1/100 s (`USER_HZ`).

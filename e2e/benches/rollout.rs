@@ -22,6 +22,7 @@ use bollard::Docker;
 use dctl_apis::Task;
 use dctl_e2e::cluster::Cluster;
 use dctl_e2e::load::{free_port, get_once, Load};
+use dctl_e2e::stats::{median, ms};
 use dctl_e2e::swarm::{docker_cli, stderr, Swarm};
 
 const REPLICAS: u32 = 10;
@@ -33,9 +34,27 @@ const IMAGE: &str = "dctl-test/server:1";
 const SWARM_SERVICE: &str = "bench-rollout";
 /// One rollout's limit.
 const RUN_LIMIT: Duration = Duration::from_secs(120);
+/// The whole bench's limit.
+const BUDGET: Duration = Duration::from_secs(12 * 60);
+/// The Swarm side's image: the same server with a HEALTHCHECK of `/ready` every second
+/// (`hack/images.sh`). `docker service create --health-cmd` would run it through
+/// `/bin/sh`, which a FROM scratch image lacks.
+const SWARM_IMAGE: &str = "dctl-test/server-healthcheck:1";
 
 #[tokio::main]
 async fn main() {
+    // Whatever `bench` set up (the cluster, the swarm) is dropped with it: left as found.
+    let finished = tokio::select! {
+        done = tokio::time::timeout(BUDGET, bench()) => done.is_ok(),
+        _ = tokio::signal::ctrl_c() => false,
+    };
+    if !finished {
+        println!("\nstopped (interrupted, or the budget of {BUDGET:?} ran out)");
+        std::process::exit(1);
+    }
+}
+
+async fn bench() {
     let docker = Docker::connect_with_local_defaults().expect("a Docker client");
     let mut cluster = Cluster::start("bench-rollout").await;
     cluster.start_agent_with("n1", &["--proxy-bind", "127.0.0.1"]);
@@ -179,7 +198,7 @@ async fn dctl_tasks(cluster: &Cluster) -> usize {
 async fn swarm_create(docker: &Docker, label: &str) {
     let replicas = REPLICAS.to_string();
     let parallelism = PARALLELISM.to_string();
-    let created = docker_cli(&[
+    let created = tokio::time::timeout(RUN_LIMIT, docker_cli(&[
         "service",
         "create",
         "--detach=false",
@@ -195,14 +214,6 @@ async fn swarm_create(docker: &Docker, label: &str) {
         "VERSION=0",
         "--stop-grace-period",
         "2s",
-        "--health-cmd",
-        "/dctl-testserver --check http://127.0.0.1:8080/ready",
-        "--health-interval",
-        "1s",
-        "--health-timeout",
-        "1s",
-        "--health-retries",
-        "3",
         "--update-parallelism",
         &parallelism,
         "--update-order",
@@ -211,9 +222,10 @@ async fn swarm_create(docker: &Docker, label: &str) {
         MONITOR,
         "--update-failure-action",
         "pause",
-        IMAGE,
-    ])
-    .await;
+        SWARM_IMAGE,
+    ]))
+    .await
+    .expect("the Swarm service converges within the run limit");
     assert!(
         created.status.success(),
         "docker service create: {}",
@@ -274,13 +286,4 @@ async fn swarm_running(docker: &Docker) -> usize {
         .iter()
         .filter(|t| t.status.as_ref().and_then(|s| s.state) == Some(SwarmTaskState::RUNNING))
         .count()
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
-fn median(mut values: Vec<Duration>) -> Option<Duration> {
-    values.sort();
-    values.get(values.len() / 2).copied()
 }

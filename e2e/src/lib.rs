@@ -4,7 +4,9 @@
 pub mod cluster;
 pub mod docker;
 pub mod load;
+pub mod stats;
 pub mod swarm;
+pub mod traffic;
 
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};

@@ -3,6 +3,7 @@
 //! version that answered (the test server says `hello from <task> version <v>`).
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -33,8 +34,13 @@ pub struct Answer {
 
 /// One `GET /` through the proxy: the name of the task that answered, or what failed.
 pub async fn get_once(port: u16) -> Result<Answer, String> {
+    get_once_at(SocketAddr::from(([127, 0, 0, 1], port))).await
+}
+
+/// One `GET /` of the test server at `address`, whatever is in between.
+pub async fn get_once_at(address: SocketAddr) -> Result<Answer, String> {
     let request = async {
-        let mut stream = TcpStream::connect(("127.0.0.1", port))
+        let mut stream = TcpStream::connect(address)
             .await
             .map_err(|e| format!("connect: {e}"))?;
         stream

@@ -7,114 +7,12 @@
 //! time and count; `GET /` of the test server names the task that answered.
 
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dctl_apis::{Endpoints, Task};
+use dctl_apis::Task;
 use dctl_e2e::cluster::Cluster;
-use dctl_e2e::load::{free_port, get_once, post, Load, Tally};
-
-const CONVERGE: Duration = Duration::from_secs(90);
-
-/// A service of the test image, slow to start, with a readiness probe, published on
-/// `port`.
-fn service(name: &str, replicas: u32, port: u16, annotations: &str, env: &str) -> String {
-    format!(
-        "apiVersion: dctl/v1
-kind: Service
-metadata: {{name: {name}, namespace: e2e, annotations: {{{annotations}}}}}
-spec:
-  replicas: {replicas}
-  template:
-    image: dctl-test/server:1
-    env: [{env}]
-    ports: [{{name: http, containerPort: 8080}}]
-    stopGracePeriod: 2s
-    probes:
-      readiness: {{httpGet: {{path: /ready, port: http}}, periodSeconds: 1}}
-  publish:
-    - {{port: {port}, targetPort: http}}
-"
-    )
-}
-
-async fn apply(cluster: &Cluster, file: &str, yaml: &str) {
-    let path = cluster.env.write(file, yaml);
-    cluster
-        .env
-        .dctl(&["apply", "-f", path.to_str().unwrap()])
-        .await
-        .success();
-}
-
-async fn scale(cluster: &Cluster, service: &str, replicas: u32) {
-    let target = format!("{service}={replicas}");
-    cluster
-        .env
-        .dctl(&["scale", &target, "-n", "e2e"])
-        .await
-        .success();
-}
-
-async fn endpoints(cluster: &Cluster, service: &str) -> Option<Endpoints> {
-    let store = cluster.env.store().await;
-    store
-        .try_get::<Endpoints>("e2e", service)
-        .await
-        .ok()
-        .flatten()
-}
-
-/// Waits until the service's Endpoints list exactly `n` endpoints, all ready.
-async fn wait_ready(cluster: &Cluster, service: &str, n: usize) -> Endpoints {
-    cluster
-        .wait_for(
-            &format!("{n} ready endpoints of {service}"),
-            CONVERGE,
-            || async {
-                let endpoints = endpoints(cluster, service).await?;
-                let list = &endpoints.spec.endpoints;
-                (list.len() == n && list.iter().all(|e| e.ready)).then_some(endpoints)
-            },
-        )
-        .await
-}
-
-/// Scales `web` 1 → 3 → 1 under load; returns what the clients saw.
-async fn scale_under_load(cluster: &Cluster, port: u16, annotations: &str) -> Arc<Tally> {
-    let env = "{name: STARTUP_DELAY, value: 3s}";
-    apply(
-        cluster,
-        "web.yaml",
-        &service("web", 1, port, annotations, env),
-    )
-    .await;
-    wait_ready(cluster, "web", 1).await;
-    cluster
-        .wait_for("web to answer through the proxy", CONVERGE, || async {
-            get_once(port).await.ok()
-        })
-        .await;
-
-    let load = Load::start(port);
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    scale(cluster, "web", 3).await;
-    wait_ready(cluster, "web", 3).await;
-    // Past the new tasks' startup delay, whether or not anything waited for it.
-    tokio::time::sleep(Duration::from_secs(4)).await;
-    scale(cluster, "web", 1).await;
-    wait_ready(cluster, "web", 1).await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let tally = load.stop().await;
-    eprintln!(
-        "{annotations:?}: ok {} failed {} by task {:?} errors {:?}",
-        tally.ok.load(Ordering::SeqCst),
-        tally.failed.load(Ordering::SeqCst),
-        tally.by_task(),
-        tally.errors()
-    );
-    tally
-}
+use dctl_e2e::load::{free_port, get_once, post, Load};
+use dctl_e2e::traffic::{apply, endpoints, scale_under_load, service, wait_ready, CONVERGE};
 
 #[tokio::test]
 async fn scaling_under_load_drops_no_request() {
@@ -248,4 +146,91 @@ async fn a_task_that_is_not_ready_gets_no_traffic_and_is_not_restarted() {
 
 fn tally_of(load: &Load, task: &str) -> u64 {
     load.tally.by_task().get(task).copied().unwrap_or_default()
+}
+
+/// Docker's own HEALTHCHECK (from the image; no dctl probe at all): `starting` keeps a
+/// task out of traffic, `unhealthy` is a liveness failure that replaces it, and under load
+/// no request fails on the way.
+#[tokio::test]
+async fn a_docker_healthcheck_gates_traffic_and_unhealthy_replaces_the_task() {
+    let cluster = Cluster::start_with_proxy_on_n1("traffic-healthcheck").await;
+    let port = free_port();
+    // The image checks GET /ready every second, unhealthy after 3 failures.
+    let manifest = format!(
+        "apiVersion: dctl/v1
+kind: Service
+metadata: {{name: hc, namespace: e2e}}
+spec:
+  replicas: 2
+  template:
+    image: dctl-test/server-healthcheck:1
+    ports: [{{name: http, containerPort: 8080}}]
+    stopGracePeriod: 2s
+    restartPolicy: {{delay: 200ms}}
+  publish:
+    - {{port: {port}, targetPort: http}}
+"
+    );
+    apply(&cluster, "hc.yaml", &manifest).await;
+    let ready = wait_ready(&cluster, "hc", 2).await;
+    let store = cluster.env.store().await;
+    for endpoint in &ready.spec.endpoints {
+        let task: Task = store.get("e2e", &endpoint.task).await.unwrap();
+        let conditions = task.status.unwrap().conditions;
+        let since = |type_: &str| {
+            conditions
+                .iter()
+                .find(|c| c.type_ == type_ && c.status == dctl_apis::ConditionStatus::True)
+                .map(|c| c.last_transition_time)
+                .unwrap_or_else(|| panic!("{type_} is true: {conditions:?}"))
+        };
+        // Docker runs the first check one interval (1 s) after the start: until it passes
+        // the task is `starting`, not Ready, though it runs and answers.
+        let waited = since("Ready") - since("Started");
+        assert!(
+            waited >= chrono::Duration::milliseconds(600),
+            "{} was Ready {waited:?} after it started: the HEALTHCHECK did not gate it",
+            endpoint.task
+        );
+    }
+
+    let load = Load::start(port);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let victim: Task = store.get("e2e", &ready.spec.endpoints[0].task).await.unwrap();
+    let slot = victim.spec.slot;
+    let address = victim.status.as_ref().unwrap().addresses[0].clone();
+    post(&address, "/ready/fail").await;
+    let replacement = cluster
+        .wait_for("the unhealthy task replaced", CONVERGE, || async {
+            let tasks = store.list::<Task>(Some("e2e")).await.ok()?.items;
+            let old = tasks.iter().find(|t| t.metadata.name == victim.metadata.name)?;
+            (old.status.as_ref()?.state == dctl_apis::TaskState::Failed).then_some(())?;
+            tasks.into_iter().find(|t| {
+                t.metadata.name != victim.metadata.name
+                    && t.spec.service_name == "hc"
+                    && t.spec.slot == slot
+                    && t.status
+                        .as_ref()
+                        .is_some_and(|s| s.state == dctl_apis::TaskState::Running)
+            })
+        })
+        .await;
+    assert_eq!(replacement.status.as_ref().unwrap().restart_count, 1);
+    wait_ready(&cluster, "hc", 2).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let tally = load.stop().await;
+    eprintln!("healthcheck: {}", tally.summary());
+    assert_eq!(tally.failed(), 0, "{}", tally.summary());
+    assert!(tally.ok() > 100, "{}", tally.summary());
+
+    let describe = cluster
+        .env
+        .dctl(&["describe", "task", &victim.metadata.name, "-n", "e2e"])
+        .await
+        .success();
+    assert!(
+        describe.stdout.contains("Liveness probe failed"),
+        "{}",
+        describe.stdout
+    );
 }

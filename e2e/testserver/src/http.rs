@@ -35,6 +35,8 @@ pub struct Request {
 pub struct Response {
     pub status: u16,
     pub body: String,
+    /// Zero bytes sent after `body`, streamed rather than held in memory (`/bytes`).
+    pub zeros: u64,
     pub exit: Option<i32>,
 }
 
@@ -43,10 +45,14 @@ impl Response {
         Response {
             status,
             body: body.into(),
+            zeros: 0,
             exit: None,
         }
     }
 }
+
+/// The chunk `/bytes` streams its zeros in.
+static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
 
 /// Answers requests on `stream` until the client closes it, asks to, or idles too long.
 pub fn serve(stream: TcpStream, state: &State) {
@@ -198,6 +204,14 @@ pub fn route(request: &Request, state: &State) -> Response {
             }
             _ => Response::new(400, "ms must be a number of milliseconds\n"),
         },
+        // A bulk stream for the proxy's throughput benchmark.
+        ("/bytes", true, _) => match query_param(&request.query, "n").map(str::parse::<u64>) {
+            Some(Ok(n)) => Response {
+                zeros: n,
+                ..Response::new(200, "")
+            },
+            _ => Response::new(400, "n must be a number of bytes\n"),
+        },
         ("/upstream", true, _) => match &config.upstream {
             None => Response::new(404, "no upstream configured (--upstream)\n"),
             Some(url) => match fetch(url) {
@@ -206,8 +220,8 @@ pub fn route(request: &Request, state: &State) -> Response {
             },
         },
         (
-            "/" | "/healthz" | "/ready" | "/exit" | "/sleep" | "/upstream" | "/healthz/fail"
-            | "/healthz/ok" | "/ready/fail" | "/ready/ok",
+            "/" | "/healthz" | "/ready" | "/exit" | "/sleep" | "/bytes" | "/upstream"
+            | "/healthz/fail" | "/healthz/ok" | "/ready/fail" | "/ready/ok",
             _,
             _,
         ) => Response::new(405, format!("{method} not allowed here\n")),
@@ -225,9 +239,8 @@ fn flag_answer(flag: &AtomicBool, failing: &str) -> Response {
 
 fn exit_with(code: i32) -> Response {
     Response {
-        status: 200,
-        body: format!("exiting with code {code}\n"),
         exit: Some(code),
+        ..Response::new(200, format!("exiting with code {code}\n"))
     }
 }
 
@@ -258,12 +271,20 @@ fn write_response(
     let mut out = format!(
         "HTTP/1.1 {} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: {connection}\r\n\r\n",
         response.status,
-        response.body.len()
+        response.body.len() as u64 + response.zeros
     );
     if !head_only {
         out.push_str(&response.body);
     }
     writer.write_all(out.as_bytes())?;
+    if !head_only {
+        let mut left = response.zeros;
+        while left > 0 {
+            let chunk = left.min(ZEROS.len() as u64);
+            writer.write_all(&ZEROS[..chunk as usize])?;
+            left -= chunk;
+        }
+    }
     writer.flush()
 }
 
@@ -370,6 +391,13 @@ mod tests {
         assert_eq!(answer(&state, "GET", "/healthz").0, 200);
         assert_eq!(answer(&state, "GET", "/ready/fail").0, 405);
         assert_eq!(answer(&state, "GET", "/nope").0, 404);
+        let bytes = route(&request("GET", "/bytes?n=100000"), &state);
+        assert_eq!((bytes.status, bytes.zeros), (200, 100_000));
+        let mut out = Vec::new();
+        write_response(&mut out, &bytes, false, true).unwrap();
+        assert!(out.starts_with(b"HTTP/1.1 200 OK\r\n"));
+        assert!(String::from_utf8_lossy(&out[..200]).contains("Content-Length: 100000\r\n"));
+        assert!(out.ends_with(&[0; 100_000]));
     }
 
     #[test]

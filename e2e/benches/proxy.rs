@@ -1,0 +1,430 @@
+//! The routing-mesh proxy, measured, in one run on one engine (the probes issue's
+//! benchmark):
+//!
+//! 1. Failed requests while a slow-starting service scales 1 → 3 → 1 under client load,
+//!    with readiness gating and without it (the Swarm-without-healthcheck behaviour).
+//! 2. Short HTTP requests (a new connection each, 16 at a time) and one bulk TCP stream,
+//!    through dctl's proxy, beside Docker's own `docker-proxy` (a container published with
+//!    `-p 127.0.0.1:PORT:8080`: connections to loopback go through the userland proxy) and
+//!    a direct connection to the container's address; the sides interleaved, `ROUNDS`
+//!    rounds each.
+//! 3. How long after a readiness change inside a container the proxy acts on it (readiness
+//!    probe every second, failure threshold 1): the last answer from the task after it
+//!    turned unready, and the first after it turned ready again.
+//!
+//! Run with `bash hack/bench/proxy.sh`. The client, the proxies and the servers share the
+//! machine's cores, so every side pays for the client alike.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use dctl_apis::Task;
+use dctl_e2e::cluster::Cluster;
+use dctl_e2e::load::{free_port, get_once, get_once_at, post};
+use dctl_e2e::stats::{median, ms, percentile};
+use dctl_e2e::swarm::{docker_cli, stderr};
+use dctl_e2e::traffic::{apply, scale_under_load, service, wait_ready, CONVERGE};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Concurrent client loops of short requests.
+const CLIENTS: usize = 16;
+/// How long each side's round of short requests runs.
+const SHORT_FOR: Duration = Duration::from_secs(4);
+/// The bulk stream's size.
+const BULK_BYTES: u64 = 1 << 30;
+const ROUNDS: usize = 3;
+/// Readiness flips measured.
+const TRIALS: usize = 6;
+/// The readiness probe's period in part 3; the target is this plus 100 ms.
+const PERIOD: Duration = Duration::from_secs(1);
+
+#[tokio::main]
+async fn main() {
+    let cluster = Cluster::start_with_proxy_on_n1("bench-proxy").await;
+    println!("the routing-mesh proxy beside docker-proxy and a direct connection, one run\n");
+    throughput(&cluster).await;
+    readiness_reaction(&cluster).await;
+    scaling(&cluster).await;
+}
+
+/// Part 2: short requests and a bulk stream, three ways.
+async fn throughput(cluster: &Cluster) {
+    let port = free_port();
+    apply(cluster, "bulk.yaml", &service("bulk", 1, port, "", "")).await;
+    let endpoints = wait_ready(cluster, "bulk", 1).await;
+    let task = &endpoints.spec.endpoints[0].task;
+    let direct = task_address(cluster, task).await;
+    let peer_port = free_port();
+    start_peer(cluster, peer_port).await;
+    let sides = [
+        ("dctl proxy", SocketAddr::from(([127, 0, 0, 1], port))),
+        (
+            "docker-proxy",
+            SocketAddr::from(([127, 0, 0, 1], peer_port)),
+        ),
+        ("direct", direct),
+    ];
+    for (name, address) in sides {
+        cluster
+            .wait_for(&format!("{name} to answer"), CONVERGE, || async {
+                get_once_at(address).await.ok()
+            })
+            .await;
+    }
+    println!(
+        "docker-proxy in the path: {}",
+        if docker_proxy_runs(peer_port) {
+            "yes (a docker-proxy process listens on the peer's port)"
+        } else {
+            "NO (no docker-proxy process for the peer's port: the comparison is void)"
+        }
+    );
+
+    let mut short: Vec<Vec<ShortRound>> = sides.iter().map(|_| Vec::new()).collect();
+    let mut bulk: Vec<Vec<f64>> = sides.iter().map(|_| Vec::new()).collect();
+    for _ in 0..ROUNDS {
+        for (i, (_, address)) in sides.iter().enumerate() {
+            short[i].push(short_requests(*address).await);
+        }
+        for (i, (_, address)) in sides.iter().enumerate() {
+            bulk[i].push(bulk_stream(*address).await);
+        }
+    }
+
+    println!(
+        "\n{CLIENTS} clients of short requests (a connection each) for {SHORT_FOR:?}, and one \
+         {} MiB stream; {ROUNDS} rounds, sides interleaved",
+        BULK_BYTES >> 20
+    );
+    println!(
+        "{:<13} {:>9} {:>8} {:>8} {:>7} {:>9}",
+        "side", "req/s", "p50 ms", "p99 ms", "errors", "MiB/s"
+    );
+    let mut summary = Vec::new();
+    for (i, (name, _)) in sides.iter().enumerate() {
+        let rates: Vec<f64> = short[i].iter().map(ShortRound::rate).collect();
+        let mut latencies: Vec<Duration> =
+            short[i].iter().flat_map(|r| r.latencies.clone()).collect();
+        let errors: u64 = short[i].iter().map(|r| r.errors).sum();
+        let side = Side {
+            rate: median_f64(rates),
+            p50: percentile(&mut latencies, 0.50),
+            p99: percentile(&mut latencies, 0.99),
+            bulk: median_f64(bulk[i].clone()),
+        };
+        println!(
+            "{name:<13} {:>9.0} {:>8.2} {:>8.2} {errors:>7} {:>9.0}",
+            side.rate,
+            ms(side.p50),
+            ms(side.p99),
+            side.bulk
+        );
+        summary.push(side);
+    }
+    let (dctl, peer, direct) = (&summary[0], &summary[1], &summary[2]);
+    let added_p99 = ms(dctl.p99) - ms(direct.p99);
+    println!(
+        "\ntargets: throughput >= docker-proxy's and >= 0.8x direct; added p99 <= 1 ms\n\
+         short requests: {:.2}x docker-proxy ({}), {:.2}x direct ({})\n\
+         bulk stream:    {:.2}x docker-proxy ({}), {:.2}x direct ({})\n\
+         added p99:      {added_p99:+.2} ms over direct ({})",
+        dctl.rate / peer.rate,
+        verdict(dctl.rate >= peer.rate),
+        dctl.rate / direct.rate,
+        verdict(dctl.rate >= 0.8 * direct.rate),
+        dctl.bulk / peer.bulk,
+        verdict(dctl.bulk >= peer.bulk),
+        dctl.bulk / direct.bulk,
+        verdict(dctl.bulk >= 0.8 * direct.bulk),
+        verdict(added_p99 <= 1.0),
+    );
+}
+
+struct Side {
+    rate: f64,
+    p50: Duration,
+    p99: Duration,
+    /// MiB/s of the bulk stream.
+    bulk: f64,
+}
+
+struct ShortRound {
+    latencies: Vec<Duration>,
+    errors: u64,
+    took: Duration,
+}
+
+impl ShortRound {
+    fn rate(&self) -> f64 {
+        self.latencies.len() as f64 / self.took.as_secs_f64()
+    }
+}
+
+/// `CLIENTS` loops of `GET /`, a connection each, for `SHORT_FOR`.
+async fn short_requests(address: SocketAddr) -> ShortRound {
+    let started = Instant::now();
+    let deadline = started + SHORT_FOR;
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            tokio::spawn(async move {
+                let (mut latencies, mut errors) = (Vec::new(), 0);
+                while Instant::now() < deadline {
+                    let sent = Instant::now();
+                    match get_once_at(address).await {
+                        Ok(_) => latencies.push(sent.elapsed()),
+                        Err(_) => errors += 1,
+                    }
+                }
+                (latencies, errors)
+            })
+        })
+        .collect();
+    let mut round = ShortRound {
+        latencies: Vec::new(),
+        errors: 0,
+        took: Duration::ZERO,
+    };
+    for client in clients {
+        let (latencies, errors) = client.await.expect("a client loop ends");
+        round.latencies.extend(latencies);
+        round.errors += errors;
+    }
+    round.took = started.elapsed();
+    round
+}
+
+/// One `GET /bytes` of `BULK_BYTES`, read to the end: MiB/s.
+async fn bulk_stream(address: SocketAddr) -> f64 {
+    let started = Instant::now();
+    let mut stream = TcpStream::connect(address).await.expect("connect");
+    let request = format!("GET /bytes?n={BULK_BYTES} HTTP/1.0\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut buffer = vec![0; 256 * 1024];
+    let mut read = 0u64;
+    loop {
+        let n = stream.read(&mut buffer).await.expect("read");
+        if n == 0 {
+            break;
+        }
+        read += n as u64;
+    }
+    assert!(read > BULK_BYTES, "the stream ended after {read} bytes");
+    (read as f64 / f64::from(1 << 20)) / started.elapsed().as_secs_f64()
+}
+
+/// The container address of a task (its first network's).
+async fn task_address(cluster: &Cluster, task: &str) -> SocketAddr {
+    let store = cluster.env.store().await;
+    let task: Task = store.get("e2e", task).await.expect("the task is stored");
+    let address = &task.status.expect("a running task has a status").addresses[0];
+    SocketAddr::new(address.parse().expect("an IP address"), 8080)
+}
+
+/// The docker-proxy side: the test image published with `-p`, labelled as this run's.
+async fn start_peer(cluster: &Cluster, port: u16) {
+    let label = cluster.container_label();
+    let publish = format!("127.0.0.1:{port}:8080");
+    let output = docker_cli(&[
+        "run",
+        "-d",
+        "--label",
+        &label,
+        "-p",
+        &publish,
+        "-e",
+        "TASK_NAME=peer",
+        "dctl-test/server:1",
+    ])
+    .await;
+    assert!(output.status.success(), "docker run: {}", stderr(&output));
+}
+
+/// Whether a `docker-proxy` process serves host port `port`.
+fn docker_proxy_runs(port: u16) -> bool {
+    let wanted = format!("-host-port\0{port}\0");
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| std::fs::read(entry.path().join("cmdline")).ok())
+        .any(|cmdline| {
+            let text = String::from_utf8_lossy(&cmdline);
+            text.contains("docker-proxy") && text.contains(&wanted)
+        })
+}
+
+/// Part 3: a task turned unready and ready again inside its container; when the proxy
+/// stopped and started sending it requests.
+async fn readiness_reaction(cluster: &Cluster) {
+    let port = free_port();
+    let manifest = service("flip", 2, port, "", "").replace(
+        "periodSeconds: 1}",
+        &format!("periodSeconds: {}, failureThreshold: 1}}", PERIOD.as_secs()),
+    );
+    apply(cluster, "flip.yaml", &manifest).await;
+    let endpoints = wait_ready(cluster, "flip", 2).await;
+    let tasks: Vec<String> = endpoints
+        .spec
+        .endpoints
+        .iter()
+        .map(|e| e.task.clone())
+        .collect();
+    let mut out_times = Vec::new();
+    let mut back_times = Vec::new();
+    println!(
+        "\nreadiness probe every {PERIOD:?}, failure threshold 1; a flip inside one of two \
+         tasks, then back; target: the proxy acts within the period + 100 ms"
+    );
+    println!(
+        "{:>5}  {:>12}  {:>12}",
+        "trial", "out after ms", "back after ms"
+    );
+    for trial in 0..TRIALS {
+        let victim = &tasks[trial % 2];
+        let address = task_address(cluster, victim).await.ip().to_string();
+        let watch = Watch::start(port);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+
+        let flipped = Instant::now();
+        post(&address, "/ready/fail").await;
+        // Settled: no answer from the victim for two periods.
+        loop {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let last = watch.last_from(victim);
+            if last.is_none_or(|at| at.elapsed() > 2 * PERIOD) && flipped.elapsed() > 2 * PERIOD {
+                break;
+            }
+        }
+        let out = watch
+            .last_from(victim)
+            .filter(|at| *at > flipped)
+            .map_or(Duration::ZERO, |at| at - flipped);
+
+        let restored = Instant::now();
+        post(&address, "/ready/ok").await;
+        let back = loop {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            if let Some(at) = watch.first_from_since(victim, restored) {
+                break at - restored;
+            }
+            assert!(
+                restored.elapsed() < 10 * PERIOD,
+                "{victim} got no traffic back"
+            );
+        };
+        watch.stop().await;
+        println!("{trial:>5}  {:>12.0}  {:>12.0}", ms(out), ms(back));
+        out_times.push(out);
+        back_times.push(back);
+    }
+    let bound = PERIOD + Duration::from_millis(100);
+    let worst = out_times
+        .iter()
+        .chain(&back_times)
+        .max()
+        .copied()
+        .unwrap_or_default();
+    println!(
+        "out of traffic: median {:.0} ms, max {:.0} ms; back: median {:.0} ms, max {:.0} ms; \
+         target <= {:.0} ms: {}",
+        ms(median(out_times.clone()).unwrap_or_default()),
+        ms(out_times.iter().max().copied().unwrap_or_default()),
+        ms(median(back_times.clone()).unwrap_or_default()),
+        ms(back_times.iter().max().copied().unwrap_or_default()),
+        ms(bound),
+        verdict(worst <= bound)
+    );
+}
+
+/// Two sequential client loops through the proxy, remembering who answered when.
+struct Watch {
+    answers: Arc<Mutex<Vec<(Instant, String)>>>,
+    loops: Vec<tokio::task::JoinHandle<()>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Watch {
+    fn start(port: u16) -> Watch {
+        let answers = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let loops = (0..2)
+            .map(|_| {
+                let (answers, stop) = (answers.clone(), stop.clone());
+                tokio::spawn(async move {
+                    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                        let sent = Instant::now();
+                        if let Ok(answer) = get_once(port).await {
+                            answers.lock().unwrap().push((sent, answer.task));
+                        }
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                    }
+                })
+            })
+            .collect();
+        Watch {
+            answers,
+            loops,
+            stop,
+        }
+    }
+
+    /// When the newest request `task` answered was sent.
+    fn last_from(&self, task: &str) -> Option<Instant> {
+        let answers = self.answers.lock().unwrap();
+        answers
+            .iter()
+            .filter(|(_, t)| t == task)
+            .map(|(at, _)| *at)
+            .max()
+    }
+
+    /// When the first request sent after `since` that `task` answered was sent.
+    fn first_from_since(&self, task: &str, since: Instant) -> Option<Instant> {
+        let answers = self.answers.lock().unwrap();
+        answers
+            .iter()
+            .filter(|(at, t)| t == task && *at >= since)
+            .map(|(at, _)| *at)
+            .min()
+    }
+
+    async fn stop(self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        for handle in self.loops {
+            handle.await.expect("a watch loop ends");
+        }
+    }
+}
+
+/// Part 1: the experiment of `tests/traffic.rs`, with its figures printed.
+async fn scaling(cluster: &Cluster) {
+    let port = free_port();
+    println!("\nscaling 1 -> 3 -> 1 under load, replicas that take 3 s to start");
+    let gated = scale_under_load(cluster, port, "").await;
+    let ungated = scale_under_load(cluster, port, "dctl.io/readiness-gating: \"off\"").await;
+    println!(
+        "with readiness gating: {} answered, {} failed\n\
+         without (as Swarm without a healthcheck): {} answered, {} failed\n\
+         target 0 vs > 0: {}",
+        gated.ok(),
+        gated.failed(),
+        ungated.ok(),
+        ungated.failed(),
+        verdict(gated.failed() == 0 && ungated.failed() > 0)
+    );
+}
+
+fn median_f64(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or_default()
+}
+
+fn verdict(met: bool) -> &'static str {
+    if met {
+        "met"
+    } else {
+        "NOT met"
+    }
+}
