@@ -198,32 +198,35 @@ async fn dctl_tasks(cluster: &Cluster) -> usize {
 async fn swarm_create(docker: &Docker, label: &str) {
     let replicas = REPLICAS.to_string();
     let parallelism = PARALLELISM.to_string();
-    let created = tokio::time::timeout(RUN_LIMIT, docker_cli(&[
-        "service",
-        "create",
-        "--detach=false",
-        "--quiet",
-        "--no-resolve-image",
-        "--name",
-        SWARM_SERVICE,
-        "--replicas",
-        &replicas,
-        "--container-label",
-        label,
-        "--env",
-        "VERSION=0",
-        "--stop-grace-period",
-        "2s",
-        "--update-parallelism",
-        &parallelism,
-        "--update-order",
-        "start-first",
-        "--update-monitor",
-        MONITOR,
-        "--update-failure-action",
-        "pause",
-        SWARM_IMAGE,
-    ]))
+    let created = tokio::time::timeout(
+        RUN_LIMIT,
+        docker_cli(&[
+            "service",
+            "create",
+            "--detach=false",
+            "--quiet",
+            "--no-resolve-image",
+            "--name",
+            SWARM_SERVICE,
+            "--replicas",
+            &replicas,
+            "--container-label",
+            label,
+            "--env",
+            "VERSION=0",
+            "--stop-grace-period",
+            "2s",
+            "--update-parallelism",
+            &parallelism,
+            "--update-order",
+            "start-first",
+            "--update-monitor",
+            MONITOR,
+            "--update-failure-action",
+            "pause",
+            SWARM_IMAGE,
+        ]),
+    )
     .await
     .expect("the Swarm service converges within the run limit");
     assert!(

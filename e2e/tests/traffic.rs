@@ -196,14 +196,19 @@ spec:
 
     let load = Load::start(port);
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let victim: Task = store.get("e2e", &ready.spec.endpoints[0].task).await.unwrap();
+    let victim: Task = store
+        .get("e2e", &ready.spec.endpoints[0].task)
+        .await
+        .unwrap();
     let slot = victim.spec.slot;
     let address = victim.status.as_ref().unwrap().addresses[0].clone();
     post(&address, "/ready/fail").await;
     let replacement = cluster
         .wait_for("the unhealthy task replaced", CONVERGE, || async {
             let tasks = store.list::<Task>(Some("e2e")).await.ok()?.items;
-            let old = tasks.iter().find(|t| t.metadata.name == victim.metadata.name)?;
+            let old = tasks
+                .iter()
+                .find(|t| t.metadata.name == victim.metadata.name)?;
             (old.status.as_ref()?.state == dctl_apis::TaskState::Failed).then_some(())?;
             tasks.into_iter().find(|t| {
                 t.metadata.name != victim.metadata.name
