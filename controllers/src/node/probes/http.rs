@@ -1,10 +1,11 @@
-//! The httpGet handler: passes when the answer's status is from 200 to 399.
+//! The httpGet handler: passes when the answer's status is from 200 to 399. HTTPS
+//! probes do not verify the certificate, as in Kubernetes ([`super::tls`]).
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use dctl_apis::probe::{HttpGetAction, Scheme};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::prober::ProbeResult;
 use super::tcp::{connect, describe, timed_out};
@@ -19,17 +20,18 @@ pub async fn http_get(
     address: SocketAddr,
     timeout: Duration,
 ) -> ProbeResult {
-    if action.scheme == Scheme::Https {
-        // Kubernetes would skip certificate checks; this agent has no TLS client at all.
-        return ProbeResult::Failure("HTTPS probes are not supported by this agent".into());
-    }
     let exchange = async {
-        let mut stream = connect(address, timeout).await?;
-        stream
-            .write_all(request(action, address).as_bytes())
-            .await
-            .map_err(|e| describe(&e))?;
-        status(&mut stream).await
+        let stream = connect(address, timeout).await?;
+        if action.scheme == Scheme::Https {
+            let name = super::tls::server_name(action.host.as_deref(), address.ip());
+            let stream = super::tls::connector()
+                .connect(name, stream)
+                .await
+                .map_err(|e| format!("TLS handshake: {}", describe(&e)))?;
+            exchange(stream, action, address).await
+        } else {
+            exchange(stream, action, address).await
+        }
     };
     match tokio::time::timeout(timeout, exchange).await {
         Err(_) => ProbeResult::Failure(timed_out(timeout)),
@@ -72,8 +74,21 @@ fn request(action: &HttpGetAction, address: SocketAddr) -> String {
     text
 }
 
+/// Sends the probe's request on `stream` and reads the answer's status code.
+async fn exchange(
+    mut stream: impl AsyncRead + AsyncWrite + Unpin,
+    action: &HttpGetAction,
+    address: SocketAddr,
+) -> Result<u16, String> {
+    stream
+        .write_all(request(action, address).as_bytes())
+        .await
+        .map_err(|e| describe(&e))?;
+    status(&mut stream).await
+}
+
 /// Reads the answer's status code from its first line (`HTTP/1.1 503 Service Unavailable`).
-async fn status(stream: &mut tokio::net::TcpStream) -> Result<u16, String> {
+async fn status(stream: &mut (impl AsyncRead + Unpin)) -> Result<u16, String> {
     let mut head = Vec::new();
     let mut buffer = [0u8; 512];
     while !head.windows(2).any(|w| w == b"\r\n") {
@@ -165,19 +180,85 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_closed_port_is_refused_and_https_is_unsupported() {
+    async fn a_closed_port_is_refused() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         drop(listener);
         let second = Duration::from_secs(1);
         let refused = ProbeResult::Failure("connection refused".into());
         assert_eq!(http_get(&action("/ready"), address, second).await, refused);
-        let https = HttpGetAction {
+    }
+
+    /// A TLS server with a self-signed certificate answering every request with `status`.
+    async fn tls_server(status: u16) -> SocketAddr {
+        use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+        use tokio_rustls::rustls::ServerConfig;
+
+        let certified = rcgen::generate_simple_self_signed(vec!["web.internal".into()]).unwrap();
+        let chain = vec![CertificateDer::from(certified.cert.der().to_vec())];
+        let key = PrivatePkcs8KeyDer::from(certified.signing_key.serialize_der());
+        let config = ServerConfig::builder_with_provider(super::super::tls::provider().into())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(chain, PrivateKeyDer::Pkcs8(key))
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(mut stream) = acceptor.accept(stream).await else {
+                        return;
+                    };
+                    let mut request = vec![0u8; 1024];
+                    let read = stream.read(&mut request).await.unwrap_or(0);
+                    let text = String::from_utf8_lossy(&request[..read]).to_string();
+                    assert!(text.starts_with("GET /ready HTTP/1.1\r\n"), "{text}");
+                    let answer = format!("HTTP/1.1 {status} Whatever\r\nContent-Length: 0\r\n\r\n");
+                    let _ = stream.write_all(answer.as_bytes()).await;
+                    let _ = stream.shutdown().await;
+                });
+            }
+        });
+        address
+    }
+
+    #[tokio::test]
+    async fn https_probes_pass_on_a_self_signed_certificate_and_read_the_status() {
+        let second = Duration::from_secs(1);
+        let https = |host: Option<&str>| HttpGetAction {
             scheme: Scheme::Https,
+            host: host.map(String::from),
             ..action("/ready")
         };
+        let ok = tls_server(200).await;
+        assert_eq!(
+            http_get(&https(None), ok, second).await,
+            ProbeResult::Success
+        );
+        // With a host, it is sent as the server name; a name the certificate lacks is fine.
+        let named = https(Some("other.example"));
+        assert_eq!(http_get(&named, ok, second).await, ProbeResult::Success);
+        let failing = tls_server(503).await;
+        assert_eq!(
+            http_get(&https(None), failing, second).await,
+            ProbeResult::Failure("HTTP 503".into())
+        );
+        // Plain HTTP on the other end: the handshake fails, and says so.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let plain = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let _ = stream.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n").await;
+        });
+        let result = http_get(&https(None), plain, second).await;
         assert!(
-            matches!(http_get(&https, address, second).await, ProbeResult::Failure(m) if m.contains("HTTPS"))
+            matches!(&result, ProbeResult::Failure(m) if m.starts_with("TLS handshake: ")),
+            "{result:?}"
         );
     }
 

@@ -16,6 +16,7 @@ pub mod health;
 pub mod http;
 pub mod prober;
 pub mod tcp;
+mod tls;
 
 use std::future::Future;
 use std::sync::Arc;
