@@ -239,3 +239,88 @@ spec:
         describe.stdout
     );
 }
+
+/// UDP through the proxy: each client's datagrams stick to one task, clients spread over
+/// the Ready tasks, and a task that stops being Ready gets no more datagrams.
+#[tokio::test]
+async fn udp_datagrams_go_to_ready_tasks_only() {
+    let cluster = Cluster::start_with_proxy_on_n1("traffic-udp").await;
+    let port = free_port();
+    let manifest = format!(
+        "apiVersion: dctl/v1
+kind: Service
+metadata: {{name: echo, namespace: e2e}}
+spec:
+  replicas: 2
+  template:
+    image: dctl-test/server:1
+    ports:
+      - {{name: http, containerPort: 8080}}
+      - {{name: echo, containerPort: 8080, protocol: udp}}
+    stopGracePeriod: 2s
+    probes:
+      readiness: {{httpGet: {{path: /ready, port: http}}, periodSeconds: 1}}
+  publish:
+    - {{port: {port}, targetPort: echo, protocol: udp}}
+"
+    );
+    apply(&cluster, "echo.yaml", &manifest).await;
+    let ready = wait_ready(&cluster, "echo", 2).await;
+    let clients = udp_clients(8).await;
+    let answers = cluster
+        .wait_for("datagrams answered through the proxy", CONVERGE, || async {
+            let mut answers = Vec::new();
+            for client in &clients {
+                answers.push(ask_udp(client, port).await?);
+            }
+            Some(answers)
+        })
+        .await;
+    for (client, first) in clients.iter().zip(&answers) {
+        for _ in 0..3 {
+            assert_eq!(ask_udp(client, port).await.as_ref(), Some(first), "sticky");
+        }
+    }
+    let tasks: std::collections::BTreeSet<&String> = answers.iter().collect();
+    assert_eq!(tasks.len(), 2, "both tasks answer some client: {answers:?}");
+
+    let victim = ready.spec.endpoints[0].task.clone();
+    let task: Task = cluster.env.store().await.get("e2e", &victim).await.unwrap();
+    post(&task.status.unwrap().addresses[0], "/ready/fail").await;
+    cluster
+        .wait_for("the victim out of the endpoints", CONVERGE, || async {
+            let endpoints = endpoints(&cluster, "echo").await?;
+            let entry = endpoints.spec.endpoints.iter().find(|e| e.task == victim)?;
+            (!entry.ready).then_some(())
+        })
+        .await;
+    // The proxy acts on the watch event; give it a moment beyond the etcd write.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut clients = clients;
+    clients.extend(udp_clients(8).await);
+    for client in &clients {
+        let answer = ask_udp(client, port).await.expect("answered");
+        assert!(
+            !answer.contains(&victim),
+            "the not-ready task still got a datagram"
+        );
+    }
+}
+
+async fn udp_clients(n: usize) -> Vec<tokio::net::UdpSocket> {
+    let mut clients = Vec::new();
+    for _ in 0..n {
+        clients.push(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
+    }
+    clients
+}
+
+/// One datagram to the published port, and who answered it (`hello from TASK version V`).
+async fn ask_udp(client: &tokio::net::UdpSocket, port: u16) -> Option<String> {
+    client.send_to(b"who?", ("127.0.0.1", port)).await.ok()?;
+    let mut buffer = [0u8; 256];
+    let received = tokio::time::timeout(Duration::from_secs(1), client.recv(&mut buffer));
+    let length = received.await.ok()?.ok()?;
+    let text = String::from_utf8_lossy(&buffer[..length]);
+    text.split_whitespace().nth(2).map(String::from)
+}

@@ -3,16 +3,18 @@
 //! `GET /` says who and which version answered; `/healthz` and `/ready` answer 200 until
 //! `POST /healthz/fail` or `POST /ready/fail` (and again after `…/ok`); `GET /exit?code=N`
 //! exits with N after answering; `GET /sleep?ms=N` answers late; `GET /upstream` fetches
-//! the `--upstream` URL. SIGTERM exits 0 at once. Every request is logged on stdout, one
-//! line each. See `config.rs` for the settings.
+//! the `--upstream` URL; `GET /bytes?n=N` streams N zero bytes. Each UDP datagram to the
+//! same port number is answered with the `GET /` greeting. SIGTERM exits 0 at once. Every
+//! HTTP request is logged on stdout, one line each. See `config.rs` for the settings.
 #![forbid(unsafe_code)]
 
 mod check;
 mod config;
 mod http;
+mod udp;
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
+use std::net::{TcpListener, UdpSocket};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::thread;
@@ -90,6 +92,16 @@ fn main() {
         ready: AtomicBool::new(config.ready),
         config,
     });
+    match UdpSocket::bind(("0.0.0.0", state.config.port)) {
+        Ok(socket) => {
+            let state = state.clone();
+            thread::spawn(move || udp::serve(&socket, &state));
+        }
+        Err(err) => eprintln!(
+            "dctl-testserver: no UDP on port {}: {err}",
+            state.config.port
+        ),
+    }
     for stream in listener.incoming() {
         match stream {
             Ok(stream) => {

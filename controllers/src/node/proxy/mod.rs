@@ -1,23 +1,23 @@
 //! The proxy (routing mesh): every published port on every node, to Ready endpoints only.
 //!
 //! DESIGN §5, node side. The proxy watches every `Endpoints` object (its only input) and
-//! keeps one TCP listener per published port on the agent's bind address; each accepted
-//! connection goes to the next Ready endpoint, round robin ([`balancer`]), at the node
-//! address and host port the Endpoints give, whichever node that is ([`forward`]). An
-//! update applies to new connections at once; open connections finish on their own. With
-//! no Ready endpoint a connection is reset at once, never left hanging. Listeners open
-//! and close as publish entries come and go. No IPVS, no iptables, no overlay: plain
-//! sockets in user space.
+//! keeps one listener per published port and protocol on the agent's bind address. Each
+//! accepted TCP connection goes to the next Ready endpoint, round robin ([`balancer`]), at
+//! the node address and host port the Endpoints give, whichever node that is
+//! ([`forward`]). An update applies to new connections at once; open connections finish
+//! on their own. With no Ready endpoint a connection is reset at once, never left
+//! hanging. UDP goes by sessions per client address ([`udp`]). Listeners open and close
+//! as publish entries come and go. No IPVS, no iptables, no overlay: plain sockets in
+//! user space.
 //!
 //! After applying a revision of an Endpoints object, the proxy records it under
 //! `/dctl/v1/proxy-observed/<node>/<namespace>/<service>`, so the task runtime can wait,
 //! before it signals a task, until every live proxy has stopped sending it traffic.
-//!
-//! UDP published ports are not proxied (yet): they are logged once and left alone.
 
 pub mod balancer;
 pub mod forward;
 pub mod listener;
+pub mod udp;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
@@ -34,6 +34,7 @@ use futures::{FutureExt, StreamExt};
 
 use balancer::ready_backends;
 use listener::Listener;
+use udp::UdpRelay;
 
 /// The proxy's settings; `node_name` is required.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -185,12 +186,47 @@ pub async fn run(
 struct Proxy {
     store: Store,
     config: ProxyConfig,
-    /// By published port, with the Endpoints (Service) it serves.
-    listeners: HashMap<u16, (ObjectKey, Listener)>,
+    /// By published port and protocol, with the Endpoints (Service) it serves.
+    listeners: HashMap<(Protocol, u16), (ObjectKey, Published)>,
     /// The revision recorded as observed, by Endpoints key.
     observed: HashMap<ObjectKey, i64>,
     /// Problems already logged at warn level: (port, what), not to log every retry.
     reported: HashSet<(i32, &'static str)>,
+}
+
+/// A published port's listener.
+enum Published {
+    Tcp(Listener),
+    Udp(UdpRelay),
+}
+
+impl Published {
+    async fn open(
+        protocol: Protocol,
+        config: &ProxyConfig,
+        port: u16,
+    ) -> std::io::Result<Published> {
+        Ok(match protocol {
+            Protocol::Tcp => {
+                Published::Tcp(Listener::open(config.bind, port, config.connect_timeout).await?)
+            }
+            Protocol::Udp => Published::Udp(UdpRelay::open(config.bind, port).await?),
+        })
+    }
+
+    fn address(&self) -> SocketAddr {
+        match self {
+            Published::Tcp(listener) => listener.address,
+            Published::Udp(relay) => relay.address,
+        }
+    }
+
+    fn set_backends(&self, backends: Vec<SocketAddr>) {
+        match self {
+            Published::Tcp(listener) => listener.set_backends(backends),
+            Published::Udp(relay) => relay.set_backends(backends),
+        }
+    }
 }
 
 impl Proxy {
@@ -199,30 +235,35 @@ impl Proxy {
         let mut objects = reader.state();
         objects.sort_by_key(|object| ObjectKey::of(&**object));
         let wanted = self.wanted_ports(&objects);
-        self.listeners.retain(|port, (owner, listener)| {
-            let keep = wanted.contains_key(port);
+        self.listeners.retain(|(protocol, port), (owner, listener)| {
+            let keep = wanted.contains_key(&(*protocol, *port));
             if !keep {
-                tracing::info!(port, service = %owner, address = %listener.address, "closing published port");
+                tracing::info!(port, protocol = protocol.as_str(), service = %owner, address = %listener.address(), "closing published port");
             }
             keep
         });
-        for (port, (owner, backends)) in wanted {
-            if !self.listeners.contains_key(&port) {
-                match Listener::open(self.config.bind, port, self.config.connect_timeout).await {
+        for ((protocol, port), (owner, backends)) in wanted {
+            let published = (protocol, port);
+            if !self.listeners.contains_key(&published) {
+                match Published::open(protocol, &self.config, port).await {
                     Ok(listener) => {
-                        tracing::info!(port, service = %owner, address = %listener.address, "listening on published port");
-                        self.reported.remove(&(i32::from(port), "bind"));
-                        self.listeners.insert(port, (owner.clone(), listener));
+                        tracing::info!(port, protocol = protocol.as_str(), service = %owner, address = %listener.address(), "listening on published port");
+                        self.reported
+                            .remove(&(i32::from(port), bind_problem(protocol)));
+                        self.listeners.insert(published, (owner.clone(), listener));
                     }
                     Err(error) => {
-                        if self.reported.insert((i32::from(port), "bind")) {
-                            tracing::warn!(port, service = %owner, %error, "cannot listen on published port; retrying");
+                        if self
+                            .reported
+                            .insert((i32::from(port), bind_problem(protocol)))
+                        {
+                            tracing::warn!(port, protocol = protocol.as_str(), service = %owner, %error, "cannot listen on published port; retrying");
                         }
                         continue;
                     }
                 }
             }
-            if let Some((current_owner, listener)) = self.listeners.get_mut(&port) {
+            if let Some((current_owner, listener)) = self.listeners.get_mut(&published) {
                 *current_owner = owner;
                 listener.set_backends(backends);
             }
@@ -230,33 +271,27 @@ impl Proxy {
         self.record_observed(&objects).await;
     }
 
-    /// The TCP ports to listen on, each with its Service and Ready backends. A port two
-    /// Services publish goes to the first by namespace and name.
+    /// The ports to listen on, by protocol, each with its Service and Ready backends. A
+    /// port two Services publish goes to the first by namespace and name.
     fn wanted_ports(
         &mut self,
         objects: &[std::sync::Arc<Endpoints>],
-    ) -> BTreeMap<u16, (ObjectKey, Vec<SocketAddr>)> {
-        let mut wanted: BTreeMap<u16, (ObjectKey, Vec<SocketAddr>)> = BTreeMap::new();
+    ) -> BTreeMap<(Protocol, u16), (ObjectKey, Vec<SocketAddr>)> {
+        let mut wanted: BTreeMap<(Protocol, u16), (ObjectKey, Vec<SocketAddr>)> = BTreeMap::new();
         for object in objects {
             let key = ObjectKey::of(&**object);
             for port in &object.spec.ports {
-                if port.protocol == Protocol::Udp {
-                    if self.reported.insert((port.port, "udp")) {
-                        tracing::warn!(port = port.port, service = %key, "UDP published ports are not proxied");
-                    }
-                    continue;
-                }
                 let Ok(number) = u16::try_from(port.port) else {
                     continue;
                 };
-                if let Some((owner, _)) = wanted.get(&number) {
+                if let Some((owner, _)) = wanted.get(&(port.protocol, number)) {
                     if self.reported.insert((port.port, "taken")) {
                         tracing::warn!(port = port.port, service = %key, owner = %owner, "published port already taken by another service");
                     }
                     continue;
                 }
                 let backends = ready_backends(&object.spec, &port.name);
-                wanted.insert(number, (key.clone(), backends));
+                wanted.insert((port.protocol, number), (key.clone(), backends));
             }
         }
         wanted
@@ -297,6 +332,14 @@ impl Proxy {
                 self.observed.remove(&key);
             }
         }
+    }
+}
+
+/// The `reported` key of a port that cannot be bound, per protocol.
+fn bind_problem(protocol: Protocol) -> &'static str {
+    match protocol {
+        Protocol::Tcp => "bind tcp",
+        Protocol::Udp => "bind udp",
     }
 }
 
