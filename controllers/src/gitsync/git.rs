@@ -151,13 +151,14 @@ impl Mirror {
         let index = checkouts.join(format!("{sha}.index"));
         self.git(&["read-tree", sha], "read-tree", Some(&index))
             .await?;
-        let prefix = format!("{}/", tmp.display());
+        let work_tree = tmp.display().to_string();
         self.git(
             &[
+                "--work-tree",
+                &work_tree,
                 "checkout-index",
                 "--all",
                 "--force",
-                &format!("--prefix={prefix}"),
             ],
             "checkout-index",
             Some(&index),
