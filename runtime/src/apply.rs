@@ -82,12 +82,27 @@ impl<'a> Applier<'a> {
     /// # Errors
     /// Store errors; a conflict only after `CONFLICT_RETRIES` re-reads all lost their race.
     pub async fn apply(&mut self, object: &AnyObject) -> Result<Outcome, StoreError> {
+        self.apply_noting_manager(object)
+            .await
+            .map(|(outcome, _)| outcome)
+    }
+
+    /// Like [`Applier::apply`], also naming the GitSync whose labels the live object
+    /// carried, so `dctl apply` can warn that the next sync may put it back.
+    ///
+    /// # Errors
+    /// As [`Applier::apply`].
+    pub async fn apply_noting_manager(
+        &mut self,
+        object: &AnyObject,
+    ) -> Result<(Outcome, Option<ObjectKey>), StoreError> {
         let (store, dry_run, live) = (self.store, self.dry_run, &mut self.live);
-        let applied = with_object!(object, o => apply_object(store, o, dry_run, live, None).await);
-        applied.map(|owned| match owned {
-            Owned::Applied(outcome) => outcome,
+        let (owned, manager) =
+            with_object!(object, o => apply_object(store, o, dry_run, live, None).await)?;
+        match owned {
+            Owned::Applied(outcome) => Ok((outcome, manager)),
             Owned::OwnedBy(_) => unreachable!("no owner was given to check"),
-        })
+        }
     }
 
     /// Like [`Applier::apply`] for the GitSync `owner`: a live object labelled as managed
@@ -102,6 +117,7 @@ impl<'a> Applier<'a> {
     ) -> Result<Owned, StoreError> {
         let (store, dry_run, live) = (self.store, self.dry_run, &mut self.live);
         with_object!(object, o => apply_object(store, o, dry_run, live, Some(owner)).await)
+            .map(|(owned, _)| owned)
     }
 }
 
@@ -160,7 +176,8 @@ impl LiveObjects {
     }
 }
 
-/// Makes the stored object match `desired`, writing only when something differs.
+/// Makes the stored object match `desired`, writing only when something differs; also
+/// returns the GitSync the live object was managed by.
 ///
 /// # Errors
 /// Store errors; a conflict only after `CONFLICT_RETRIES` re-reads all lost their race.
@@ -170,7 +187,7 @@ async fn apply_object<K: Resource>(
     dry_run: bool,
     live: &mut LiveObjects,
     owner: Option<&ObjectKey>,
-) -> Result<Owned, StoreError> {
+) -> Result<(Owned, Option<ObjectKey>), StoreError> {
     let meta = desired.meta();
     let mut known = live.lookup(store, desired).await?;
     let mut attempt = 0;
@@ -180,21 +197,22 @@ async fn apply_object<K: Resource>(
             Some(current) => current,
             None => store.try_get::<K>(meta.namespace(), &meta.name).await?,
         };
+        let manager = current.as_ref().and_then(|live| managed_by(live.meta()));
         let result = match current {
-            None if dry_run => return Ok(Owned::Applied(Outcome::Created)),
+            None if dry_run => return Ok((Owned::Applied(Outcome::Created), None)),
             None => store.create(desired).await.map(|_| Outcome::Created),
             Some(live) => {
-                if let Some(other) = managed_by(live.meta()).filter(|o| Some(o) != owner) {
+                if let Some(other) = manager.clone().filter(|o| Some(o) != owner) {
                     if owner.is_some() {
-                        return Ok(Owned::OwnedBy(other));
+                        return Ok((Owned::OwnedBy(other), manager));
                     }
                 }
                 let target = merged(&live, desired);
                 if target == live {
-                    return Ok(Owned::Applied(Outcome::Unchanged));
+                    return Ok((Owned::Applied(Outcome::Unchanged), manager));
                 }
                 if dry_run {
-                    return Ok(Owned::Applied(Outcome::Configured));
+                    return Ok((Owned::Applied(Outcome::Configured), manager));
                 }
                 store.update(&target).await.map(|_| Outcome::Configured)
             }
@@ -206,7 +224,7 @@ async fn apply_object<K: Resource>(
             {
                 continue
             }
-            other => return other.map(Owned::Applied),
+            other => return other.map(|outcome| (Owned::Applied(outcome), manager)),
         }
     }
 }
