@@ -2,8 +2,6 @@
 //! with the `git` program.
 
 use std::future::Future;
-use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use dctl_apis::gitsync::{
@@ -12,70 +10,13 @@ use dctl_apis::gitsync::{
 use dctl_apis::meta::find_condition;
 use dctl_apis::{ConditionStatus, GitSync, Network, ObjectMeta, Resource, Service};
 use dctl_controllers::gitsync;
+use dctl_e2e::git_repo::GitRepo;
 use dctl_runtime::controller;
 use dctl_runtime::store::Store;
 use dctl_runtime::LocalEtcd;
 use tokio::sync::oneshot;
 
 const NS: &str = "demo";
-
-/// A git repository in a temporary directory, committed to as a user would.
-struct Repo {
-    dir: tempfile::TempDir,
-}
-
-impl Repo {
-    fn new() -> Repo {
-        let repo = Repo {
-            dir: tempfile::tempdir().expect("temp dir"),
-        };
-        repo.git(&["init", "--quiet", "--initial-branch", "main"]);
-        repo.git(&["config", "user.name", "dctl test"]);
-        repo.git(&["config", "user.email", "test@dctl.invalid"]);
-        repo.git(&["config", "commit.gpgsign", "false"]);
-        repo
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn url(&self) -> String {
-        self.path().display().to_string()
-    }
-
-    fn git(&self, args: &[&str]) -> String {
-        let output = Command::new("git")
-            .args(args)
-            .current_dir(self.path())
-            .env("GIT_CONFIG_NOSYSTEM", "1")
-            .output()
-            .expect("git runs");
-        assert!(
-            output.status.success(),
-            "git {args:?}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8_lossy(&output.stdout).trim().to_string()
-    }
-
-    fn write(&self, file: &str, text: &str) {
-        let path = self.path().join(file);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, text).unwrap();
-    }
-
-    fn remove(&self, file: &str) {
-        self.git(&["rm", "--quiet", file]);
-    }
-
-    /// Commits everything and returns the commit id.
-    fn commit(&self, message: &str) -> String {
-        self.git(&["add", "--all"]);
-        self.git(&["commit", "--quiet", "--allow-empty", "-m", message]);
-        self.git(&["rev-parse", "HEAD"])
-    }
-}
 
 fn network(name: &str, extra: &str) -> String {
     format!(
@@ -121,7 +62,7 @@ impl Harness {
         }
     }
 
-    async fn create_sync(&self, name: &str, repo: &Repo, edit: impl FnOnce(&mut GitSyncSpec)) {
+    async fn create_sync(&self, name: &str, repo: &GitRepo, edit: impl FnOnce(&mut GitSyncSpec)) {
         let mut spec = GitSyncSpec {
             repo: repo.url(),
             interval: Some(dctl_apis::Duration::from_secs(1)),
@@ -204,7 +145,7 @@ fn at(sha: &str) -> Option<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commits_are_applied_within_the_interval_and_update_only_what_changed() {
     let h = Harness::start().await;
-    let repo = Repo::new();
+    let repo = GitRepo::new();
     repo.write("net.yaml", &network("backend", ""));
     repo.write("apps/web.yaml", &service("web", "web:1"));
     repo.write("apps/api.yaml", &service("api", "api:1"));
@@ -244,7 +185,7 @@ async fn commits_are_applied_within_the_interval_and_update_only_what_changed() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_removed_file_is_pruned_and_objects_outside_the_inventory_are_not() {
     let h = Harness::start().await;
-    let repo = Repo::new();
+    let repo = GitRepo::new();
     repo.write("a.yaml", &network("a", ""));
     repo.write("b.yaml", &network("b", ""));
     let first = repo.commit("a and b");
@@ -270,7 +211,7 @@ async fn a_removed_file_is_pruned_and_objects_outside_the_inventory_are_not() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invalid_commit_applies_nothing_and_reports_file_and_field() {
     let h = Harness::start().await;
-    let repo = Repo::new();
+    let repo = GitRepo::new();
     repo.write("a.yaml", &network("a", ""));
     let good = repo.commit("good");
     h.create_sync("nets", &repo, |_| {}).await;
@@ -319,7 +260,7 @@ async fn an_invalid_commit_applies_nothing_and_reports_file_and_field() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn git_revert_rolls_back() {
     let h = Harness::start().await;
-    let repo = Repo::new();
+    let repo = GitRepo::new();
     repo.write("web.yaml", &service("web", "web:1"));
     let first = repo.commit("web 1");
     h.create_sync("apps", &repo, |_| {}).await;
@@ -340,7 +281,7 @@ async fn git_revert_rolls_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn self_heal_puts_back_hand_edits_and_deletions_within_seconds() {
     let h = Harness::start().await;
-    let repo = Repo::new();
+    let repo = GitRepo::new();
     repo.write("web.yaml", &service("web", "web:1"));
     let first = repo.commit("web");
     // An hour between fetches: only selfHeal can act within the test.
@@ -373,7 +314,7 @@ async fn self_heal_puts_back_hand_edits_and_deletions_within_seconds() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_self_heal_hand_edits_stay_until_a_commit_changes_the_object() {
     let h = Harness::start().await;
-    let repo = Repo::new();
+    let repo = GitRepo::new();
     repo.write("web.yaml", &service("web", "web:1"));
     repo.write("api.yaml", &service("api", "api:1"));
     let first = repo.commit("web and api");
@@ -405,7 +346,7 @@ async fn without_self_heal_hand_edits_stay_until_a_commit_changes_the_object() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn suspend_stops_syncing_and_resume_catches_up() {
     let h = Harness::start().await;
-    let repo = Repo::new();
+    let repo = GitRepo::new();
     repo.write("a.yaml", &network("a", ""));
     let first = repo.commit("a");
     h.create_sync("nets", &repo, |_| {}).await;
@@ -426,7 +367,7 @@ async fn suspend_stops_syncing_and_resume_catches_up() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_empty_path_is_refused_unless_allow_empty() {
     let h = Harness::start().await;
-    let repo = Repo::new();
+    let repo = GitRepo::new();
     repo.write("apps/a.yaml", &network("a", ""));
     repo.write("empty/README.md", "no manifests here\n");
     let first = repo.commit("a");
@@ -462,7 +403,7 @@ async fn an_empty_path_is_refused_unless_allow_empty() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_reconcile_annotation_syncs_at_once() {
     let h = Harness::start().await;
-    let repo = Repo::new();
+    let repo = GitRepo::new();
     repo.write("a.yaml", &network("a", ""));
     let first = repo.commit("a");
     h.create_sync("nets", &repo, |spec| {
@@ -495,7 +436,7 @@ async fn the_reconcile_annotation_syncs_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sync_that_changes_nothing_writes_nothing() {
     let h = Harness::start().await;
-    let repo = Repo::new();
+    let repo = GitRepo::new();
     for i in 0..20 {
         repo.write(&format!("n{i:02}.yaml"), &network(&format!("n{i:02}"), ""));
     }
@@ -515,13 +456,13 @@ async fn a_sync_that_changes_nothing_writes_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn objects_of_another_gitsync_are_left_alone() {
     let h = Harness::start().await;
-    let one = Repo::new();
+    let one = GitRepo::new();
     one.write("shared.yaml", &network("shared", ""));
     let first = one.commit("shared");
     h.create_sync("one", &one, |_| {}).await;
     h.wait_applied("one", &first, 5).await;
 
-    let two = Repo::new();
+    let two = GitRepo::new();
     two.write(
         "shared.yaml",
         &network("shared", "spec: {internal: true}\n"),
