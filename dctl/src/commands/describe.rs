@@ -100,9 +100,11 @@ async fn describe<K: Resource>(
         map.remove("conditions");
     }
     // A GitSync's inventory may name hundreds of objects: summed up below instead.
-    let gitsync = (K::KIND == Kind::GitSync)
-        .then(|| gitsync_sections(&mut status))
-        .unwrap_or_default();
+    let gitsync = if K::KIND == Kind::GitSync {
+        gitsync_sections(&mut status)
+    } else {
+        String::new()
+    };
     match &status {
         Value::Object(map) if !map.is_empty() => {
             out.push_str("Status:\n");
