@@ -341,6 +341,24 @@ async fn without_self_heal_hand_edits_stay_until_a_commit_changes_the_object() {
     let api: Service = h.store.get(NS, "api").await.unwrap();
     assert_eq!(web.spec.template.image, "web:2");
     assert_eq!(api.spec.template.image, "edited:by-hand");
+
+    // A bad commit, reverted: back at the applied revision, its errors go.
+    repo.write("bad.yaml", &network("bad", "spec: {subnet: nope}\n"));
+    let bad = repo.commit("bad");
+    within("the bad commit reported", 5, || async {
+        let status = h.status("apps").await;
+        status.last_attempted_revision == at(&bad) && !status.errors.is_empty()
+    })
+    .await;
+    repo.git(&["reset", "--quiet", "--hard", &second]);
+    within("the errors cleared", 5, || async {
+        let status = h.status("apps").await;
+        status.last_attempted_revision == at(&second) && status.errors.is_empty()
+    })
+    .await;
+    let status = h.status("apps").await;
+    let ready = find_condition(&status.conditions, gitsync::CONDITION_READY).unwrap();
+    assert_eq!(ready.status, ConditionStatus::True);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -285,6 +285,8 @@ async fn reconcile(key: ObjectKey, ctx: Arc<Context>) -> Result<Action, Error> {
     let new_spec = status.observed_generation != Some(generation);
     let new_revision = status.last_applied_revision.as_deref() != Some(revision.as_str());
     if !self_heal && !new_spec && !new_revision {
+        // Back at the applied revision (a bad commit reverted, say): its errors are gone.
+        next.errors.clear();
         ctx.remember(&key, memory);
         let verdict = Verdict::new(REASON_SYNCED, format!("Applied revision {revision}"));
         ctx.finish(&sync, next, &verdict, None).await?;

@@ -267,3 +267,41 @@ fn aligned(rows: &[Vec<String>]) -> String {
         .map(|line| format!("  {}\n", line.trim_end()))
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gitsync_status_shows_errors_and_sums_up_its_inventory() {
+        let mut inventory: Vec<Value> = (0..12)
+            .map(|i| serde_json::json!({"kind": "Service", "namespace": "demo", "name": format!("s{i:02}")}))
+            .collect();
+        inventory
+            .push(serde_json::json!({"kind": "Network", "namespace": "demo", "name": "backend"}));
+        let mut status = serde_json::json!({
+            "lastAppliedRevision": "main@abc",
+            "errors": [{"file": "web.yaml", "document": 1, "line": 3, "field": "spec.replicas",
+                        "message": "invalid"}],
+            "inventory": inventory,
+        });
+        let text = gitsync_sections(&mut status);
+        assert_eq!(
+            status,
+            serde_json::json!({"lastAppliedRevision": "main@abc"})
+        );
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "Errors:");
+        assert_eq!(
+            lines[1],
+            "  web.yaml: document 1 (line 3): spec.replicas: invalid"
+        );
+        assert_eq!(
+            lines[2],
+            "Inventory:    13 objects (12 services, 1 networks)"
+        );
+        assert_eq!(lines[3], "  service/demo/s00");
+        assert_eq!(lines[13], "  … and 2 more");
+        assert_eq!(lines[14], "  network/demo/backend");
+    }
+}
