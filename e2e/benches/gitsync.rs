@@ -110,9 +110,9 @@ async fn main() {
     );
     assert_eq!(count(&store, SYNC_NS).await, OBJECTS);
 
-    // Update: every object changes.
+    // Update: every object changes (the files first, for dctl apply; the commit after, so
+    // the GitSync's interval cannot see it early).
     write_all(&repo, "bench/web:2");
-    let second = repo.commit("all to web:2");
     settle(&env).await;
     let before = env.revision().await;
     let apply_update = dctl_apply(&env, apps).await;
@@ -120,6 +120,7 @@ async fn main() {
     let apply_writes = env.revision().await - before;
     let before = env.revision().await;
     let started = Instant::now();
+    let second = repo.commit("all to web:2");
     dctl(&env, &["gitsync", "reconcile", "apps", "-n", SYNC_NS]).await;
     wait_applied(&store, &second).await;
     let sync_update = started.elapsed();
