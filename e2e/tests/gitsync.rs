@@ -99,6 +99,44 @@ spec:
             out.stdout.contains(&second[..7]).then_some(())
         })
         .await;
+    // A hand edit with dctl apply: warned about, and put back by selfHeal.
+    let by_hand = cluster.env.write("web-by-hand.yaml", &service(3));
+    let applied = cluster
+        .env
+        .dctl(&["apply", "-f", by_hand.to_str().unwrap()])
+        .await
+        .success();
+    assert!(
+        applied.stderr.contains(
+            "warning: service/web is managed by gitsync/apps; the next sync will put it back"
+        ),
+        "{applied:#?}"
+    );
+    cluster
+        .wait_for("selfHeal to put replicas back to 1", CONVERGE, || async {
+            let out = cluster
+                .env
+                .dctl(&["get", "svc", "web", "-n", "e2e", "-o", "json"])
+                .await
+                .success();
+            let web: serde_json::Value = serde_json::from_str(&out.stdout).expect("json");
+            (web["spec"]["replicas"] == 1).then_some(())
+        })
+        .await;
+    running(&cluster, 1).await;
+
+    let reconciled = cluster
+        .env
+        .dctl(&["gitsync", "reconcile", "apps", "-n", "e2e"])
+        .await
+        .success();
+    assert_eq!(reconciled.stdout.trim(), "gitsync/apps reconcile requested");
+    let missing = cluster
+        .env
+        .dctl(&["gitsync", "suspend", "nope", "-n", "e2e"])
+        .await;
+    assert_eq!(missing.code, 4, "{missing:#?}");
+
     let described = cluster
         .env
         .dctl(&["describe", "gitsync", "apps", "-n", "e2e"])
