@@ -246,6 +246,16 @@ async fn an_invalid_commit_applies_nothing_and_reports_file_and_field() {
     assert_eq!(a_now.metadata.resource_version, a.metadata.resource_version);
     assert_eq!(h.networks().await, ["a"]);
 
+    // The running revision is still kept as it was: a hand edit goes (selfHeal).
+    let mut edited = a_now.clone();
+    edited.spec.driver = "macvlan".into();
+    h.store.update(&edited).await.unwrap();
+    within("the running revision's object put back", 3, || async {
+        let a: Network = h.store.get(NS, "a").await.unwrap();
+        a.spec.driver == "bridge" && !a.spec.internal
+    })
+    .await;
+
     // Fixed: applied, and the errors go.
     repo.write(
         "sub/bad.yaml",

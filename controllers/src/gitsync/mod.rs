@@ -258,6 +258,15 @@ async fn reconcile(key: ObjectKey, ctx: Arc<Context>) -> Result<Action, Error> {
     let documents = match &*loaded {
         Ok(documents) => documents,
         Err(refusal) => {
+            // The previous revision keeps running, and with selfHeal it is kept as it was.
+            if sync.spec.self_heal() {
+                if let Some(previous) = ctx
+                    .previous_documents(&key, &sync, &status, &mut memory)
+                    .await
+                {
+                    heal(&ctx.store, &key, &previous).await?;
+                }
+            }
             next.errors = refusal.errors.clone();
             let running = status
                 .last_applied_revision
@@ -293,7 +302,8 @@ async fn reconcile(key: ObjectKey, ctx: Arc<Context>) -> Result<Action, Error> {
         return Ok(requeue);
     }
     let previous = if !self_heal && !new_spec {
-        ctx.previous_documents(&key, &sync, &status, &memory).await
+        ctx.previous_documents(&key, &sync, &status, &mut memory)
+            .await
     } else {
         None
     };
@@ -390,6 +400,29 @@ async fn reconcile(key: ObjectKey, ctx: Arc<Context>) -> Result<Action, Error> {
             .await;
     }
     Ok(requeue)
+}
+
+/// Puts the objects of the running revision back as they were, while a newer commit is
+/// refused: no prune, no status, only what differs is written.
+async fn heal(store: &Store, owner: &ObjectKey, documents: &[Document]) -> Result<(), Error> {
+    let mut applier = Applier::new(store, documents, false);
+    for document in documents {
+        match applier.apply_owned(&document.object, owner).await {
+            Ok(Owned::Applied(Outcome::Unchanged) | Owned::OwnedBy(_)) => {}
+            Ok(Owned::Applied(outcome)) => {
+                let object = plan::entry_of(&document.object);
+                tracing::info!(gitsync = %owner, %object, %outcome, "put back while a newer commit is refused");
+            }
+            Err(source) => {
+                return Err(Error::Apply {
+                    key: owner.clone(),
+                    object: plan::entry_of(&document.object).to_string(),
+                    source,
+                })
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `Applied revision main@0123abc: 2 created, 1 configured, 40 unchanged, 1 pruned`.
@@ -522,7 +555,7 @@ impl Context {
         key: &ObjectKey,
         sync: &GitSync,
         status: &GitSyncStatus,
-        memory: &Memory,
+        memory: &mut Memory,
     ) -> Option<Arc<Vec<Document>>> {
         let applied = status.last_applied_revision.as_deref()?;
         if let Some((revision, documents)) = &memory.applied {
@@ -536,7 +569,9 @@ impl Context {
             .await
             .ok()?;
         let loaded = read_commit(root, sync.spec.clone(), key.clone()).await;
-        loaded.ok().map(Arc::new)
+        let documents = Arc::new(loaded.ok()?);
+        memory.applied = Some((applied.to_string(), documents.clone()));
+        Some(documents)
     }
 
     /// Sets the verdict, writes the status if anything in it changed, and records the
