@@ -62,6 +62,8 @@ async fn main() {
     let env = TestEnv::start().await;
     let store = env.store().await;
     let metrics_port = free_port();
+    let log_path = env.dir.path().join("controller-manager.log");
+    let log = std::fs::File::create(&log_path).expect("manager log");
     let mut manager = Command::new(dctl_binary())
         .args([
             "controller-manager",
@@ -71,7 +73,7 @@ async fn main() {
             &format!("127.0.0.1:{metrics_port}"),
         ])
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::from(log))
         .kill_on_drop(true)
         .spawn()
         .expect("controller-manager starts");
@@ -166,6 +168,32 @@ async fn main() {
         pass(sync_writes == 0)
     );
     let _ = manager.kill().await;
+    println!("where the syncs' time went (the controller's own log):");
+    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+    for line in log
+        .lines()
+        .filter(|l| l.contains("fetch_ms") && l.contains(SYNC_NS))
+    {
+        println!("  {}", without_colours(line));
+    }
+}
+
+/// The line without its terminal colour codes.
+fn without_colours(line: &str) -> String {
+    let mut out = String::new();
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 fn pass(ok: bool) -> &'static str {

@@ -246,6 +246,7 @@ async fn reconcile(key: ObjectKey, ctx: Arc<Context>) -> Result<Action, Error> {
             .map_or(Duration::ZERO, |at| at.saturating_duration_since(started)),
     );
 
+    let fetched = started.elapsed();
     let loaded = match ctx.load(&key, &sync, &sha, &mut memory).await {
         Ok(loaded) => loaded,
         Err(source) => {
@@ -313,6 +314,7 @@ async fn reconcile(key: ObjectKey, ctx: Arc<Context>) -> Result<Action, Error> {
         !self_heal,
     );
 
+    let read = started.elapsed();
     let mut applier = Applier::new(&ctx.store, documents, false);
     let mut counts = Counts::default();
     let mut conflicts = Vec::new();
@@ -391,6 +393,16 @@ async fn reconcile(key: ObjectKey, ctx: Arc<Context>) -> Result<Action, Error> {
     ctx.remember(&key, memory);
     let synced = (counts.changed() || moved).then(|| summary(&revision, &counts));
     ctx.finish(&sync, next, &verdict, synced.as_ref()).await?;
+    if let Some(message) = &synced {
+        let ms = |d: Duration| d.as_millis();
+        tracing::info!(
+            gitsync = %key,
+            fetch_ms = ms(fetched),
+            read_ms = ms(read - fetched),
+            apply_ms = ms(started.elapsed() - read),
+            "{message}"
+        );
+    }
     if !counts.pruned.is_empty() {
         let message = format!(
             "Deleted {}: they left the repository",
