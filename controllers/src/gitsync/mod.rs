@@ -10,14 +10,16 @@
 //! once (other kinds are put back at the next interval). A sync that changes nothing writes
 //! nothing: not the objects, not the status, not an event.
 
+mod commit;
 mod git;
 mod heal;
+mod objects;
 mod plan;
 mod status;
 
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -25,17 +27,17 @@ use dctl_apis::event::{EventSource, EventType, ObjectReference};
 use dctl_apis::gitsync::{
     GitSyncSpec, GitSyncStatus, InventoryEntry, SyncError, ANNOTATION_RECONCILE_REQUESTED_AT,
 };
-use dctl_apis::{with_kind, Document, GitSync, Network, Resource, Service};
-use dctl_runtime::apply::{managed_by, Applier, Outcome, Owned};
+use dctl_apis::{Document, GitSync, Network, Service};
+use dctl_runtime::apply::{Applier, Outcome, Owned};
 use dctl_runtime::controller::{self, backoff_on_error, Action, Controller};
 use dctl_runtime::events::Recorder;
-use dctl_runtime::manifest_files;
 use dctl_runtime::reflector::Reader;
 use dctl_runtime::store::{Store, StoreError};
 use dctl_runtime::ObjectKey;
 use rand::Rng;
 use tokio::time::Instant;
 
+use commit::Loaded;
 pub use git::{GitError, Mirror};
 use status::{set_verdict, Verdict};
 pub use status::{
@@ -167,15 +169,6 @@ struct Memory {
     applied: Option<(String, Arc<Vec<Document>>)>,
 }
 
-/// A commit's objects, or why none of them may be applied.
-type Loaded = Result<Vec<Document>, Refusal>;
-
-#[derive(Clone, Debug)]
-struct Refusal {
-    reason: &'static str,
-    errors: Vec<SyncError>,
-}
-
 /// What one sync did to the objects, for its event.
 #[derive(Debug, Default)]
 struct Counts {
@@ -265,7 +258,7 @@ async fn reconcile(key: ObjectKey, ctx: Arc<Context>) -> Result<Action, Error> {
                     .previous_documents(&key, &sync, &status, &mut memory)
                     .await
                 {
-                    heal(&ctx.store, &key, &previous).await?;
+                    objects::keep_running_revision(&ctx.store, &key, &previous).await?;
                 }
             }
             next.errors = refusal.errors.clone();
@@ -366,7 +359,7 @@ async fn reconcile(key: ObjectKey, ctx: Arc<Context>) -> Result<Action, Error> {
         .collect();
     if sync.spec.prune() {
         for entry in plan::to_prune(&status.inventory, &inventory) {
-            if prune(&ctx.store, &key, &entry).await? {
+            if objects::prune(&ctx.store, &key, &entry).await? {
                 counts.pruned.push(entry.to_string());
             }
         }
@@ -414,29 +407,6 @@ async fn reconcile(key: ObjectKey, ctx: Arc<Context>) -> Result<Action, Error> {
     Ok(requeue)
 }
 
-/// Puts the objects of the running revision back as they were, while a newer commit is
-/// refused: no prune, no status, only what differs is written.
-async fn heal(store: &Store, owner: &ObjectKey, documents: &[Document]) -> Result<(), Error> {
-    let mut applier = Applier::new(store, documents, false);
-    for document in documents {
-        match applier.apply_owned(&document.object, owner).await {
-            Ok(Owned::Applied(Outcome::Unchanged) | Owned::OwnedBy(_)) => {}
-            Ok(Owned::Applied(outcome)) => {
-                let object = plan::entry_of(&document.object);
-                tracing::info!(gitsync = %owner, %object, %outcome, "put back while a newer commit is refused");
-            }
-            Err(source) => {
-                return Err(Error::Apply {
-                    key: owner.clone(),
-                    object: plan::entry_of(&document.object).to_string(),
-                    source,
-                })
-            }
-        }
-    }
-    Ok(())
-}
-
 /// `Applied revision main@0123abc: 2 created, 1 configured, 40 unchanged, 1 pruned`.
 fn summary(revision: &str, counts: &Counts) -> String {
     let short = match revision.rsplit_once('@') {
@@ -457,37 +427,6 @@ async fn fetch(ctx: &Context, key: &ObjectKey, spec: &GitSyncSpec) -> Result<Str
     let mirror = ctx.mirror(key);
     mirror.fetch(&spec.repo).await?;
     mirror.resolve(&spec.ref_, &spec.repo).await
-}
-
-/// Deletes the object `entry` names if it still carries `owner`'s labels; returns whether
-/// it did. An object gone already, or taken over by something else, is only forgotten.
-async fn prune(store: &Store, owner: &ObjectKey, entry: &InventoryEntry) -> Result<bool, Error> {
-    let failed = |source| Error::Prune {
-        key: owner.clone(),
-        object: entry.to_string(),
-        source,
-    };
-    let live = with_kind!(entry.kind, K => store
-        .try_get::<K>(&entry.namespace, &entry.name)
-        .await
-        .map(|o| o.map(|o| o.meta().clone())))
-    .map_err(failed)?;
-    let Some(meta) = live else {
-        return Ok(false);
-    };
-    if managed_by(&meta).as_ref() != Some(owner) {
-        tracing::info!(gitsync = %owner, object = %entry, "not pruned: no longer labelled as this GitSync's");
-        return Ok(false);
-    }
-    let deleted = with_kind!(entry.kind, K => store
-        .delete::<K>(&entry.namespace, &entry.name)
-        .await
-        .map(|_| ()));
-    match deleted {
-        Ok(()) => Ok(true),
-        Err(err) if err.is_not_found() => Ok(false),
-        Err(source) => Err(failed(source)),
-    }
 }
 
 impl Context {
@@ -549,7 +488,7 @@ impl Context {
         }
         let mirror = self.mirror(key);
         let root = mirror.checkout(sha).await?;
-        let loaded = Arc::new(read_commit(root, sync.spec.clone(), key.clone()).await);
+        let loaded = Arc::new(commit::read(root, sync.spec.clone(), key.clone()).await);
         memory.loaded = Some((sha.to_string(), generation, loaded.clone()));
         let applied = sync
             .status
@@ -580,7 +519,7 @@ impl Context {
             .checkout(plan::sha_of(applied))
             .await
             .ok()?;
-        let loaded = read_commit(root, sync.spec.clone(), key.clone()).await;
+        let loaded = commit::read(root, sync.spec.clone(), key.clone()).await;
         let documents = Arc::new(loaded.ok()?);
         memory.applied = Some((applied.to_string(), documents.clone()));
         Some(documents)
@@ -632,85 +571,4 @@ impl Context {
 fn now() -> dctl_apis::Time {
     use chrono::SubsecRound;
     chrono::Utc::now().trunc_subsecs(3)
-}
-
-/// Reads and validates every manifest under the GitSync's path in the exported commit at
-/// `root` (subfolders included), on the blocking pool.
-async fn read_commit(root: PathBuf, spec: GitSyncSpec, owner: ObjectKey) -> Loaded {
-    let read = tokio::task::spawn_blocking(move || read_commit_now(&root, &spec, &owner)).await;
-    read.unwrap_or_else(|err| {
-        Err(Refusal {
-            reason: REASON_VALIDATION_FAILED,
-            errors: vec![SyncError {
-                message: format!("reading the manifests failed: {err}"),
-                ..SyncError::default()
-            }],
-        })
-    })
-}
-
-fn read_commit_now(root: &Path, spec: &GitSyncSpec, owner: &ObjectKey) -> Loaded {
-    let relative: Vec<&str> = spec
-        .path
-        .split('/')
-        .filter(|part| !part.is_empty() && *part != ".")
-        .collect();
-    let shown = if relative.is_empty() {
-        ".".to_string()
-    } else {
-        relative.join("/")
-    };
-    let target = relative
-        .iter()
-        .fold(root.to_path_buf(), |p, part| p.join(part));
-    let root_text = root.display().to_string();
-    if !target.exists() {
-        return Err(Refusal {
-            reason: REASON_PATH_NOT_FOUND,
-            errors: vec![SyncError {
-                file: shown,
-                message: "no such file or directory in the repository".into(),
-                ..SyncError::default()
-            }],
-        });
-    }
-    let empty = || {
-        if spec.allow_empty {
-            Ok(Vec::new())
-        } else {
-            Err(Refusal {
-                reason: REASON_EMPTY_PATH,
-                errors: vec![SyncError {
-                    file: shown.clone(),
-                    message: "no manifests here; set spec.allowEmpty to accept an empty path \
-                              (and prune everything applied before)"
-                        .into(),
-                    ..SyncError::default()
-                }],
-            })
-        }
-    };
-    match manifest_files::read_manifests(&[target], true) {
-        Ok(documents) if documents.is_empty() => empty(),
-        Ok(mut documents) => {
-            for document in &mut documents {
-                document.source = status::relative(&document.source, &root_text);
-            }
-            Ok(plan::desired(documents, owner, &spec.namespace))
-        }
-        Err(errors)
-            if errors.len() == 1
-                && errors[0].document == 0
-                && errors[0].message.starts_with("no *.yaml") =>
-        {
-            empty()
-        }
-        Err(errors) => Err(Refusal {
-            reason: REASON_VALIDATION_FAILED,
-            errors: errors
-                .iter()
-                .map(|e| status::sync_error(e, &root_text))
-                .collect(),
-        }),
-    }
 }
