@@ -32,7 +32,8 @@ pub struct ControllerManagerArgs {
     #[arg(long)]
     pub metrics_addr: Option<SocketAddr>,
     /// Where the gitsync controller keeps its git mirrors (default: a directory of this
-    /// process's own under the temporary directory, removed when it exits).
+    /// process's own under the temporary directory, removed when it exits; `dctl up`:
+    /// `gitsync/` in its state directory).
     #[arg(long)]
     pub gitsync_cache: Option<PathBuf>,
 }
