@@ -359,7 +359,9 @@ async fn swarm_run(docker: &Docker, n: usize, tag: &str, label: &str) -> Sample 
         let tasks = docker.list_tasks(Some(options.clone())).await.ok()?;
         let running = tasks
             .iter()
-            .filter(|t| t.status.as_ref().and_then(|s| s.state) == Some(SwarmTaskState::RUNNING))
+            .filter(|t| {
+                t.status.as_ref().and_then(|s| s.state) == Some(SwarmTaskState::RUNNING)
+            })
             .count();
         (running >= n).then(|| Sample {
             time: start.elapsed(),
@@ -367,7 +369,9 @@ async fn swarm_run(docker: &Docker, n: usize, tag: &str, label: &str) -> Sample 
         })
     })
     .await
-    .unwrap_or_else(|| panic!("swarm: {n} replicas of {name} not running within {RUN_LIMIT:?}"));
+    .unwrap_or_else(|| {
+        panic!("swarm: {n} replicas of {name} not running within {RUN_LIMIT:?}")
+    });
 
     let remove = docker_cli(&["service", "rm", &name]).await;
     assert!(
@@ -377,7 +381,8 @@ async fn swarm_run(docker: &Docker, n: usize, tag: &str, label: &str) -> Sample 
     );
     let service_label = format!("com.docker.swarm.service.name={name}");
     let gone = wait_until(RUN_LIMIT, || async {
-        (containers_labelled(docker, std::slice::from_ref(&service_label)).await == 0).then_some(())
+        (containers_labelled(docker, std::slice::from_ref(&service_label)).await == 0)
+            .then_some(())
     })
     .await;
     assert!(

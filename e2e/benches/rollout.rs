@@ -152,14 +152,7 @@ spec:
     let path = cluster.env.write("web.yaml", &manifest);
     let applied = cluster
         .env
-        .dctl(&[
-            "apply",
-            "-f",
-            path.to_str().unwrap(),
-            "--wait",
-            "--timeout",
-            "110s",
-        ])
+        .dctl(&["apply", "-f", path.to_str().unwrap(), "--wait", "--timeout", "110s"])
         .await;
     assert_eq!(applied.code, 0, "dctl apply --wait: {applied:#?}");
 }
@@ -169,10 +162,7 @@ spec:
 async fn dctl_tasks(cluster: &Cluster) -> usize {
     let store = cluster.env.store().await;
     let tasks = store.list::<Task>(Some("bench")).await.unwrap().items;
-    tasks
-        .iter()
-        .filter(|t| t.spec.service_name == "web")
-        .count()
+    tasks.iter().filter(|t| t.spec.service_name == "web").count()
 }
 
 /// The Swarm side's service at version 0, waited for until all its tasks run (healthy).
