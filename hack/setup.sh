@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what a fresh machine lacks to build and test dctl: protoc (etcd-client's build
-# needs it), etcd (the store; Debian's etcd-server gives /usr/bin/etcd), static libc and
+# needs it), etcd (the store; Debian's etcd-server gives /usr/bin/etcd), git (the gitsync
+# controller runs the git program), static libc and
 # busybox-static (test images are built FROM scratch from static binaries: no registry is
 # reachable). Docker itself comes with the machine; without it, say so.
 set -euo pipefail
@@ -11,6 +12,7 @@ command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
 # import; only recommended by protobuf-compiler, so --no-install-recommends leaves them out.
 [ -f /usr/include/google/protobuf/descriptor.proto ] || need+=(libprotobuf-dev)
 command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
+command -v git >/dev/null 2>&1 || need+=(git)
 [ -x /bin/busybox ] || [ -x /usr/bin/busybox ] || need+=(busybox-static)
 # The test image is a static binary (glibc's libc.a, from libc6-dev) in a FROM scratch image.
 [ -f "/usr/lib/$(uname -m)-linux-gnu/libc.a" ] || need+=(libc6-dev)

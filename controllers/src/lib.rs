@@ -5,6 +5,7 @@
 // Cluster side: run by the controller-manager that holds the leader lease.
 pub mod endpoints;
 pub mod gc;
+pub mod gitsync;
 pub mod network;
 pub mod node_lifecycle;
 pub mod scheduler;

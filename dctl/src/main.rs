@@ -46,6 +46,9 @@ enum Command {
     /// Follow, list, undo, pause or resume a service's rollouts.
     #[command(subcommand)]
     Rollout(commands::rollout::RolloutCommand),
+    /// Ask a GitSync to sync now, or suspend and resume it.
+    #[command(subcommand)]
+    Gitsync(commands::gitsync::GitSyncCommand),
     /// List nodes, or change one's availability and labels.
     #[command(subcommand)]
     Node(commands::node::NodeCommand),
@@ -106,6 +109,7 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Scale(args) => commands::scale::run(&endpoints, args).await,
         Command::Rollout(command) => commands::rollout::run(&endpoints, command).await,
         Command::Node(command) => commands::node::run(&endpoints, command).await,
+        Command::Gitsync(command) => commands::gitsync::run(&endpoints, command).await,
         Command::Up(args) => daemons::up::run(args).await,
         Command::ControllerManager(args) => {
             daemons::controller_manager::run(&endpoints, args, daemons::Shutdown::on_signals())

@@ -3,6 +3,7 @@
 
 pub mod cluster;
 pub mod docker;
+pub mod git_repo;
 pub mod load;
 pub mod stats;
 pub mod swarm;

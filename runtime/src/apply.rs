@@ -5,11 +5,19 @@
 use std::any::Any;
 use std::collections::HashMap;
 
+use dctl_apis::gitsync::{ANNOTATION_RECONCILE_REQUESTED_AT, LABEL_NAME, LABEL_NAMESPACE};
 use dctl_apis::manifest::Document;
-use dctl_apis::{with_object, AnyObject, Kind, Resource};
+use dctl_apis::{with_object, AnyObject, Kind, ObjectMeta, Resource};
 use serde_json::Value;
 
 use crate::store::{Store, StoreError};
+use crate::ObjectKey;
+
+/// Labels and annotations that the cluster, not a manifest, sets: applying a manifest that
+/// lacks them keeps the live values, so `dctl apply` of a file never silently takes an
+/// object away from its GitSync or drops a pending reconcile request.
+const KEPT_LABELS: [&str; 2] = [LABEL_NAME, LABEL_NAMESPACE];
+const KEPT_ANNOTATIONS: [&str; 1] = [ANNOTATION_RECONCILE_REQUESTED_AT];
 
 /// How many times a write that lost a race re-reads and tries again.
 const CONFLICT_RETRIES: usize = 5;
@@ -33,6 +41,21 @@ impl std::fmt::Display for Outcome {
             Outcome::Unchanged => "unchanged",
         })
     }
+}
+
+/// What [`Applier::apply_owned`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Owned {
+    Applied(Outcome),
+    /// Nothing was written: the live object is managed by this other GitSync.
+    OwnedBy(ObjectKey),
+}
+
+/// The GitSync (namespace and name) whose ownership labels `meta` carries, if any.
+pub fn managed_by(meta: &ObjectMeta) -> Option<ObjectKey> {
+    let name = meta.labels.get(LABEL_NAME)?;
+    let namespace = meta.labels.get(LABEL_NAMESPACE).map_or("", String::as_str);
+    Some(ObjectKey::new(namespace, name))
 }
 
 /// Applies objects one at a time, reading the live objects of a (kind, namespace) pair
@@ -59,8 +82,42 @@ impl<'a> Applier<'a> {
     /// # Errors
     /// Store errors; a conflict only after `CONFLICT_RETRIES` re-reads all lost their race.
     pub async fn apply(&mut self, object: &AnyObject) -> Result<Outcome, StoreError> {
+        self.apply_noting_manager(object)
+            .await
+            .map(|(outcome, _)| outcome)
+    }
+
+    /// Like [`Applier::apply`], also naming the GitSync whose labels the live object
+    /// carried, so `dctl apply` can warn that the next sync may put it back.
+    ///
+    /// # Errors
+    /// As [`Applier::apply`].
+    pub async fn apply_noting_manager(
+        &mut self,
+        object: &AnyObject,
+    ) -> Result<(Outcome, Option<ObjectKey>), StoreError> {
         let (store, dry_run, live) = (self.store, self.dry_run, &mut self.live);
-        with_object!(object, o => apply_object(store, o, dry_run, live).await)
+        let (owned, manager) =
+            with_object!(object, o => apply_object(store, o, dry_run, live, None).await)?;
+        match owned {
+            Owned::Applied(outcome) => Ok((outcome, manager)),
+            Owned::OwnedBy(_) => unreachable!("no owner was given to check"),
+        }
+    }
+
+    /// Like [`Applier::apply`] for the GitSync `owner`: a live object labelled as managed
+    /// by another GitSync is left alone (`OwnedBy`); one without the labels is adopted.
+    ///
+    /// # Errors
+    /// As [`Applier::apply`].
+    pub async fn apply_owned(
+        &mut self,
+        object: &AnyObject,
+        owner: &ObjectKey,
+    ) -> Result<Owned, StoreError> {
+        let (store, dry_run, live) = (self.store, self.dry_run, &mut self.live);
+        with_object!(object, o => apply_object(store, o, dry_run, live, Some(owner)).await)
+            .map(|(owned, _)| owned)
     }
 }
 
@@ -119,7 +176,8 @@ impl LiveObjects {
     }
 }
 
-/// Makes the stored object match `desired`, writing only when something differs.
+/// Makes the stored object match `desired`, writing only when something differs; also
+/// returns the GitSync the live object was managed by.
 ///
 /// # Errors
 /// Store errors; a conflict only after `CONFLICT_RETRIES` re-reads all lost their race.
@@ -128,7 +186,8 @@ async fn apply_object<K: Resource>(
     desired: &K,
     dry_run: bool,
     live: &mut LiveObjects,
-) -> Result<Outcome, StoreError> {
+    owner: Option<&ObjectKey>,
+) -> Result<(Owned, Option<ObjectKey>), StoreError> {
     let meta = desired.meta();
     let mut known = live.lookup(store, desired).await?;
     let mut attempt = 0;
@@ -138,16 +197,22 @@ async fn apply_object<K: Resource>(
             Some(current) => current,
             None => store.try_get::<K>(meta.namespace(), &meta.name).await?,
         };
+        let manager = current.as_ref().and_then(|live| managed_by(live.meta()));
         let result = match current {
-            None if dry_run => return Ok(Outcome::Created),
+            None if dry_run => return Ok((Owned::Applied(Outcome::Created), None)),
             None => store.create(desired).await.map(|_| Outcome::Created),
             Some(live) => {
+                if let Some(other) = manager.clone().filter(|o| Some(o) != owner) {
+                    if owner.is_some() {
+                        return Ok((Owned::OwnedBy(other), manager));
+                    }
+                }
                 let target = merged(&live, desired);
                 if target == live {
-                    return Ok(Outcome::Unchanged);
+                    return Ok((Owned::Applied(Outcome::Unchanged), manager));
                 }
                 if dry_run {
-                    return Ok(Outcome::Configured);
+                    return Ok((Owned::Applied(Outcome::Configured), manager));
                 }
                 store.update(&target).await.map(|_| Outcome::Configured)
             }
@@ -159,14 +224,15 @@ async fn apply_object<K: Resource>(
             {
                 continue
             }
-            other => return other,
+            other => return other.map(|outcome| (Owned::Applied(outcome), manager)),
         }
     }
 }
 
 /// What applying `desired` over `live` stores: the manifest owns the spec, the labels and
-/// the annotations; everything the cluster set (status, uid, generation, finalizers,
-/// owners, timestamps) stays as it is.
+/// the annotations, except the GitSync ownership labels and the reconcile request, which
+/// stay as they are unless the manifest sets them; everything the cluster set (status,
+/// uid, generation, finalizers, owners, timestamps) stays as it is.
 pub fn merged<K: Resource>(live: &K, desired: &K) -> K {
     let mut target = to_value(live);
     let wanted = to_value(desired);
@@ -181,7 +247,22 @@ pub fn merged<K: Resource>(live: &K, desired: &K) -> K {
             }
         }
     }
-    serde_json::from_value(target).expect("a merge of two valid objects of one kind is valid")
+    let mut target: K =
+        serde_json::from_value(target).expect("a merge of two valid objects of one kind is valid");
+    let (from, to) = (live.meta(), target.meta_mut());
+    for key in KEPT_LABELS {
+        if let Some(value) = from.labels.get(key) {
+            to.labels.entry(key.to_string()).or_insert(value.clone());
+        }
+    }
+    for key in KEPT_ANNOTATIONS {
+        if let Some(value) = from.annotations.get(key) {
+            to.annotations
+                .entry(key.to_string())
+                .or_insert(value.clone());
+        }
+    }
+    target
 }
 
 fn to_value<K: Resource>(object: &K) -> Value {
@@ -223,6 +304,33 @@ mod tests {
         assert_eq!(target["metadata"]["resourceVersion"], 17);
         assert_eq!(target["metadata"]["finalizers"], serde_json::json!(["f"]));
         assert_eq!(target["status"], to_value(&live)["status"]);
+    }
+
+    #[test]
+    fn merge_keeps_gitsync_ownership_and_the_reconcile_request() {
+        let live = service(serde_json::json!({
+            "apiVersion": "dctl/v1", "kind": "Service",
+            "metadata": {"name": "web", "namespace": "demo",
+                         "labels": {"app": "web", "dctl.io/gitsync-name": "apps",
+                                    "dctl.io/gitsync-namespace": "ops"},
+                         "annotations": {"dctl.io/reconcile-requested-at": "t1", "note": "x"}},
+            "spec": {"template": {"image": "web:1"}}
+        }));
+        let desired = service(serde_json::json!({
+            "apiVersion": "dctl/v1", "kind": "Service",
+            "metadata": {"name": "web", "namespace": "demo", "labels": {"app": "web2"}},
+            "spec": {"template": {"image": "web:2"}}
+        }));
+        let target = merged(&live, &desired);
+        assert_eq!(
+            managed_by(&target.metadata),
+            Some(ObjectKey::new("ops", "apps"))
+        );
+        assert_eq!(target.metadata.labels["app"], "web2");
+        assert_eq!(
+            target.metadata.annotations.keys().collect::<Vec<_>>(),
+            ["dctl.io/reconcile-requested-at"]
+        );
     }
 
     #[test]

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Args;
-use dctl_apis::Kind;
+use dctl_apis::{GitSync, Kind};
 use dctl_runtime::apply::{Applier, Outcome};
 use dctl_runtime::manifest_files;
 use dctl_runtime::ObjectKey;
@@ -40,14 +40,27 @@ pub async fn run(endpoints: &[String], args: ApplyArgs) -> Result<ExitCode, CliE
     let mut applier = Applier::new(&store, &documents, args.dry_run);
     let mut first_error: Option<CliError> = None;
     let mut changed_services = Vec::new();
+    let mut self_healing = std::collections::HashMap::new();
     // One at a time, in document order, as kubectl does: where order matters (of two
     // overlapping networks the earlier one wins) the file says which comes first.
     for document in &documents {
         let object = &document.object;
         let name = object_name(object.kind(), &object.meta().name);
-        match applier.apply(object).await.map_err(CliError::from) {
-            Ok(outcome) => {
+        match applier
+            .apply_noting_manager(object)
+            .await
+            .map_err(CliError::from)
+        {
+            Ok((outcome, manager)) => {
                 println!("{name} {outcome}{suffix}");
+                if let Some(sync) = manager.filter(|_| outcome == Outcome::Configured) {
+                    if heals(&store, &sync, &mut self_healing).await {
+                        eprintln!(
+                            "warning: {name} is managed by gitsync/{}; the next sync will put it back",
+                            sync.name
+                        );
+                    }
+                }
                 if object.kind() == Kind::Service && outcome != Outcome::Unchanged {
                     changed_services.push(ObjectKey::new(
                         object.meta().namespace(),
@@ -68,4 +81,21 @@ pub async fn run(endpoints: &[String], args: ApplyArgs) -> Result<ExitCode, CliE
         wait::rollouts(&store, &changed_services, args.timeout.map(|t| t.as_std())).await?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Whether the GitSync `key` puts back hand edits (selfHeal), read once per apply.
+async fn heals(
+    store: &dctl_runtime::store::Store,
+    key: &ObjectKey,
+    known: &mut std::collections::HashMap<ObjectKey, bool>,
+) -> bool {
+    if let Some(heals) = known.get(key) {
+        return *heals;
+    }
+    let heals = match store.try_get::<GitSync>(&key.namespace, &key.name).await {
+        Ok(Some(sync)) => !sync.spec.suspend && sync.spec.self_heal(),
+        _ => false,
+    };
+    known.insert(key.clone(), heals);
+    heals
 }

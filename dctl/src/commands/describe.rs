@@ -6,7 +6,8 @@ use std::process::ExitCode;
 use chrono::Utc;
 use clap::Args;
 use dctl_apis::event::ObjectReference;
-use dctl_apis::{manifest, with_kind, Condition, Resource};
+use dctl_apis::gitsync::{InventoryEntry, SyncError};
+use dctl_apis::{manifest, with_kind, Condition, Kind, Resource};
 use dctl_runtime::events;
 use dctl_runtime::store::Store;
 use serde_json::Value;
@@ -98,6 +99,12 @@ async fn describe<K: Resource>(
     if let Some(map) = status.as_object_mut() {
         map.remove("conditions");
     }
+    // A GitSync's inventory may name hundreds of objects: summed up below instead.
+    let gitsync = if K::KIND == Kind::GitSync {
+        gitsync_sections(&mut status)
+    } else {
+        String::new()
+    };
     match &status {
         Value::Object(map) if !map.is_empty() => {
             out.push_str("Status:\n");
@@ -128,6 +135,8 @@ async fn describe<K: Resource>(
         }
         out.push_str(&aligned(&rows));
     }
+
+    out.push_str(&gitsync);
 
     out.push_str("Events:");
     if events.is_empty() {
@@ -164,6 +173,55 @@ async fn describe<K: Resource>(
         out.push_str(&aligned(&rows));
     }
     Ok(out)
+}
+
+/// How many inventory entries of each kind `describe gitsync` lists before summing up.
+const INVENTORY_SHOWN: usize = 10;
+
+/// A GitSync's `Errors:` and `Inventory:` sections, taken out of its status.
+fn gitsync_sections(status: &mut Value) -> String {
+    let Some(map) = status.as_object_mut() else {
+        return String::new();
+    };
+    let errors: Vec<SyncError> = map
+        .remove("errors")
+        .and_then(|v| serde_json::from_value(v).ok())
+        .unwrap_or_default();
+    let inventory: Vec<InventoryEntry> = map
+        .remove("inventory")
+        .and_then(|v| serde_json::from_value(v).ok())
+        .unwrap_or_default();
+    let mut out = String::from("Errors:");
+    if errors.is_empty() {
+        out.push_str("       <none>\n");
+    } else {
+        out.push('\n');
+        for error in &errors {
+            let _ = writeln!(out, "  {error}");
+        }
+    }
+    let _ = write!(out, "Inventory:    {} objects", inventory.len());
+    let mut by_kind: std::collections::BTreeMap<Kind, Vec<&InventoryEntry>> = Default::default();
+    for entry in &inventory {
+        by_kind.entry(entry.kind).or_default().push(entry);
+    }
+    let counts: Vec<String> = by_kind
+        .iter()
+        .map(|(kind, entries)| format!("{} {}", entries.len(), kind.plural()))
+        .collect();
+    if !counts.is_empty() {
+        let _ = write!(out, " ({})", counts.join(", "));
+    }
+    out.push('\n');
+    for entries in by_kind.values() {
+        for entry in entries.iter().take(INVENTORY_SHOWN) {
+            let _ = writeln!(out, "  {entry}");
+        }
+        if entries.len() > INVENTORY_SHOWN {
+            let _ = writeln!(out, "  … and {} more", entries.len() - INVENTORY_SHOWN);
+        }
+    }
+    out
 }
 
 fn field(out: &mut String, name: &str, value: &str) {
@@ -208,4 +266,42 @@ fn aligned(rows: &[Vec<String>]) -> String {
         .lines()
         .map(|line| format!("  {}\n", line.trim_end()))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gitsync_status_shows_errors_and_sums_up_its_inventory() {
+        let mut inventory: Vec<Value> = (0..12)
+            .map(|i| serde_json::json!({"kind": "Service", "namespace": "demo", "name": format!("s{i:02}")}))
+            .collect();
+        inventory
+            .push(serde_json::json!({"kind": "Network", "namespace": "demo", "name": "backend"}));
+        let mut status = serde_json::json!({
+            "lastAppliedRevision": "main@abc",
+            "errors": [{"file": "web.yaml", "document": 1, "line": 3, "field": "spec.replicas",
+                        "message": "invalid"}],
+            "inventory": inventory,
+        });
+        let text = gitsync_sections(&mut status);
+        assert_eq!(
+            status,
+            serde_json::json!({"lastAppliedRevision": "main@abc"})
+        );
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "Errors:");
+        assert_eq!(
+            lines[1],
+            "  web.yaml: document 1 (line 3): spec.replicas: invalid"
+        );
+        assert_eq!(
+            lines[2],
+            "Inventory:    13 objects (12 services, 1 networks)"
+        );
+        assert_eq!(lines[3], "  service/demo/s00");
+        assert_eq!(lines[13], "  … and 2 more");
+        assert_eq!(lines[14], "  network/demo/backend");
+    }
 }

@@ -5,6 +5,7 @@ pub mod delete;
 pub mod describe;
 pub mod diff;
 pub mod get;
+pub mod gitsync;
 pub mod logs;
 pub mod node;
 pub mod rollout;

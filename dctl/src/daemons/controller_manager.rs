@@ -2,10 +2,11 @@
 //! holds the leader lease, so several can run and one acts.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
-use dctl_controllers::{endpoints, gc, network, node_lifecycle, scheduler, service};
+use dctl_controllers::{endpoints, gc, gitsync, network, node_lifecycle, scheduler, service};
 use dctl_runtime::leader_election::{self, LeaderElector};
 use dctl_runtime::store::Store;
 use futures::future::join_all;
@@ -30,6 +31,11 @@ pub struct ControllerManagerArgs {
     /// Serve Prometheus metrics at http://ADDR/metrics.
     #[arg(long)]
     pub metrics_addr: Option<SocketAddr>,
+    /// Where the gitsync controller keeps its git mirrors (default: a directory of this
+    /// process's own under the temporary directory, removed when it exits; `dctl up`:
+    /// `gitsync/` in its state directory).
+    #[arg(long)]
+    pub gitsync_cache: Option<PathBuf>,
 }
 
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -43,6 +49,15 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 pub async fn run(endpoints: &[String], args: ControllerManagerArgs, shutdown: Shutdown) {
     let Some(store) = connect_store(endpoints, &shutdown).await else {
         return;
+    };
+    // Each process its own default cache: managers of several clusters may share a host.
+    let temporary_cache = args
+        .gitsync_cache
+        .is_none()
+        .then(|| std::env::temp_dir().join(format!("dctl-gitsync-{}", std::process::id())));
+    let args = ControllerManagerArgs {
+        gitsync_cache: args.gitsync_cache.clone().or(temporary_cache.clone()),
+        ..args
     };
     let identity = args
         .identity
@@ -85,6 +100,9 @@ pub async fn run(endpoints: &[String], args: ControllerManagerArgs, shutdown: Sh
             tracing::warn!("could not resign the leader lease: {err}");
         }
     }
+    if let Some(cache) = temporary_cache {
+        let _ = std::fs::remove_dir_all(cache);
+    }
 }
 
 async fn run_controllers(store: &Store, args: &ControllerManagerArgs, leading: &Shutdown) {
@@ -122,6 +140,14 @@ async fn run_controllers(store: &Store, args: &ControllerManagerArgs, leading: &
             leading.signalled(),
         )),
         tokio::spawn(network::run(store.clone(), leading.signalled())),
+        tokio::spawn(report(
+            "gitsync",
+            gitsync::run(
+                store.clone(),
+                gitsync::Config::new(args.gitsync_cache.clone().unwrap_or_default()),
+                leading.signalled(),
+            ),
+        )),
     ];
     if let Some(addr) = args.metrics_addr {
         let shutdown = leading.signalled();

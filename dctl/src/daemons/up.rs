@@ -81,8 +81,17 @@ pub async fn run(args: UpArgs) -> Result<ExitCode, CliError> {
     let (stop, shutdown) = Shutdown::on_signals_with_trigger();
     let endpoints = vec![endpoint];
     let store = Store::connect(&endpoints).await.map_err(CliError::from)?;
+    // The git mirrors live with the rest of this machine's state, kept across restarts.
+    let manager = ControllerManagerArgs {
+        gitsync_cache: args
+            .manager
+            .gitsync_cache
+            .clone()
+            .or_else(|| Some(state_dir.join("gitsync"))),
+        ..args.manager.clone()
+    };
     let ((), agent_clean) = tokio::join!(
-        controller_manager::run(&endpoints, args.manager.clone(), shutdown.clone()),
+        controller_manager::run(&endpoints, manager, shutdown.clone()),
         async {
             let clean = agent::run_with_store(store, args.agent.clone(), shutdown.clone()).await;
             // Without its agent this node runs nothing: stop the rest rather than linger.

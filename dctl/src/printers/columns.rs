@@ -237,35 +237,43 @@ impl Printable for GitSync {
     fn columns(wide: bool) -> &'static [&'static str] {
         if wide {
             &[
-                "NAME", "REPO", "REF", "PATH", "COMMIT", "SYNCED", "AGE", "MESSAGE",
+                "NAME",
+                "REPO",
+                "REF/PATH",
+                "REVISION",
+                "READY",
+                "AGE",
+                "INVENTORY",
+                "LAST SYNC",
+                "MESSAGE",
             ]
         } else {
-            &["NAME", "REPO", "REF", "COMMIT", "SYNCED", "AGE"]
+            &["NAME", "REPO", "REF/PATH", "REVISION", "READY", "AGE"]
         }
     }
 
     fn row(&self, wide: bool, now: DateTime<Utc>) -> Vec<String> {
         let status = self.status.clone().unwrap_or_default();
-        let commit: String = status
-            .last_synced_commit
-            .clone()
-            .unwrap_or_default()
-            .chars()
-            .take(7)
-            .collect();
+        let ready = find_condition(&status.conditions, "Ready");
+        let ready_word = if self.spec.suspend {
+            "Suspended".to_string()
+        } else {
+            condition_word(ready)
+        };
         let mut row = vec![
             self.metadata.name.clone(),
             self.spec.repo.clone(),
-            self.spec.ref_.clone(),
+            format!("{}:{}", self.spec.ref_, self.spec.path),
+            none_if_empty(status.short_revision().unwrap_or_default()),
+            ready_word,
+            age(&self.metadata.creation_timestamp, now),
         ];
         if wide {
-            row.push(self.spec.path.clone());
-        }
-        row.push(none_if_empty(commit));
-        row.push(age(&status.last_sync_time, now));
-        row.push(age(&self.metadata.creation_timestamp, now));
-        if wide {
-            row.push(none_if_empty(status.message.clone()));
+            row.push(status.inventory.len().to_string());
+            row.push(age(&status.last_sync_time, now));
+            row.push(none_if_empty(
+                ready.map(|c| c.message.clone()).unwrap_or_default(),
+            ));
         }
         row
     }
