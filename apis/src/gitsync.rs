@@ -14,6 +14,9 @@ pub const LABEL_NAMESPACE: &str = "dctl.io/gitsync-namespace";
 /// Set (to any new value, a time by convention) to ask for a sync now:
 /// `dctl gitsync reconcile NAME` writes it.
 pub const ANNOTATION_RECONCILE_REQUESTED_AT: &str = "dctl.io/reconcile-requested-at";
+/// Held by a GitSync with `prune` while it has objects: deleting it deletes them first, as
+/// deleting a Flux Kustomization with `prune: true` does.
+pub const FINALIZER_PRUNE: &str = "dctl.io/gitsync-prune";
 
 resource!(
     /// GitOps: the manifests under `path` at `ref` of `repo`, applied every `interval`.

@@ -5,7 +5,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use dctl_apis::gitsync::{
-    GitSyncSpec, GitSyncStatus, ANNOTATION_RECONCILE_REQUESTED_AT, LABEL_NAME,
+    GitSyncSpec, GitSyncStatus, ANNOTATION_RECONCILE_REQUESTED_AT, FINALIZER_PRUNE, LABEL_NAME,
 };
 use dctl_apis::meta::find_condition;
 use dctl_apis::{ConditionStatus, GitSync, Network, ObjectMeta, Resource, Service};
@@ -205,6 +205,47 @@ async fn a_removed_file_is_pruned_and_objects_outside_the_inventory_are_not() {
     let inventory = h.status("nets").await.inventory;
     assert_eq!(inventory.len(), 1);
     assert_eq!(inventory[0].name, "a");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_gitsync_prunes_its_objects_unless_it_does_not_prune() {
+    let h = Harness::start().await;
+    let (pruning, keeping) = (GitRepo::new(), GitRepo::new());
+    pruning.write("a.yaml", &network("a", ""));
+    keeping.write("b.yaml", &network("b", ""));
+    let (first, second) = (pruning.commit("a"), keeping.commit("b"));
+    // Made by hand, never in a repository: no deletion may touch it.
+    let mut by_hand = Network::new(ObjectMeta::named(NS, "by-hand"), Default::default());
+    by_hand.apply_defaults();
+    h.store.create(&by_hand).await.unwrap();
+    h.create_sync("pruning", &pruning, |_| {}).await;
+    h.create_sync("keeping", &keeping, |spec| spec.prune = Some(false))
+        .await;
+    h.wait_applied("pruning", &first, 5).await;
+    h.wait_applied("keeping", &second, 5).await;
+    let pruning_sync: GitSync = h.store.get(NS, "pruning").await.unwrap();
+    let keeping_sync: GitSync = h.store.get(NS, "keeping").await.unwrap();
+    assert_eq!(pruning_sync.metadata.finalizers, [FINALIZER_PRUNE]);
+    assert!(keeping_sync.metadata.finalizers.is_empty());
+
+    h.store.delete::<GitSync>(NS, "pruning").await.unwrap();
+    h.store.delete::<GitSync>(NS, "keeping").await.unwrap();
+    within("the pruning GitSync and its network gone", 5, || async {
+        let gone = h
+            .store
+            .try_get::<GitSync>(NS, "pruning")
+            .await
+            .unwrap()
+            .is_none();
+        gone && h.networks().await == ["b", "by-hand"]
+    })
+    .await;
+    assert!(h
+        .store
+        .try_get::<GitSync>(NS, "keeping")
+        .await
+        .unwrap()
+        .is_none());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,6 +9,10 @@
 //! selfHeal, a change by hand to a managed Service, Network or GitSync triggers a sync at
 //! once (other kinds are put back at the next interval). A sync that changes nothing writes
 //! nothing: not the objects, not the status, not an event.
+//!
+//! A GitSync with `prune` holds the finalizer `dctl.io/gitsync-prune`: deleting it deletes
+//! the objects of its inventory that still carry its labels, then lets it go, as Flux
+//! does for a Kustomization. Without `prune`, or while suspended, its objects stay.
 
 mod commit;
 mod git;
@@ -26,6 +30,7 @@ use std::time::Duration;
 use dctl_apis::event::{EventSource, EventType, ObjectReference};
 use dctl_apis::gitsync::{
     GitSyncSpec, GitSyncStatus, InventoryEntry, SyncError, ANNOTATION_RECONCILE_REQUESTED_AT,
+    FINALIZER_PRUNE,
 };
 use dctl_apis::{Document, GitSync, Network, Service};
 use dctl_runtime::apply::{Applier, Outcome, Owned};
@@ -101,6 +106,12 @@ pub enum Error {
     Prune {
         key: ObjectKey,
         object: String,
+        #[source]
+        source: StoreError,
+    },
+    #[error("cannot update the finalizers of gitsync {key}: {source}")]
+    WriteFinalizer {
+        key: ObjectKey,
         #[source]
         source: StoreError,
     },
@@ -189,7 +200,14 @@ async fn reconcile(key: ObjectKey, ctx: Arc<Context>) -> Result<Action, Error> {
         ctx.forget(&key).await;
         return Ok(Action::await_change());
     };
-    if sync.metadata.deletion_timestamp.is_some() || sync.spec.suspend {
+    if sync.metadata.deletion_timestamp.is_some() {
+        return finalize(&ctx, &key, &sync).await;
+    }
+    if holds_prune_finalizer(&sync) != wants_prune_finalizer(&sync) {
+        // One write; the update's watch event brings the GitSync back for its sync.
+        return set_prune_finalizer(&ctx, &sync).await;
+    }
+    if sync.spec.suspend {
         return Ok(Action::await_change());
     }
     let mut memory = ctx.recall(&key, &sync.metadata.uid);
@@ -405,6 +423,77 @@ async fn reconcile(key: ObjectKey, ctx: Arc<Context>) -> Result<Action, Error> {
             .await;
     }
     Ok(requeue)
+}
+
+fn holds_prune_finalizer(sync: &GitSync) -> bool {
+    sync.metadata
+        .finalizers
+        .iter()
+        .any(|f| f == FINALIZER_PRUNE)
+}
+
+/// Deleting a GitSync prunes its objects iff it prunes them while it lives and is not
+/// suspended (a suspended GitSync touches nothing).
+fn wants_prune_finalizer(sync: &GitSync) -> bool {
+    sync.spec.prune() && !sync.spec.suspend
+}
+
+async fn set_prune_finalizer(ctx: &Context, sync: &GitSync) -> Result<Action, Error> {
+    let mut updated = sync.clone();
+    updated.metadata.finalizers.retain(|f| f != FINALIZER_PRUNE);
+    if wants_prune_finalizer(sync) {
+        updated
+            .metadata
+            .finalizers
+            .push(FINALIZER_PRUNE.to_string());
+    }
+    let key = ObjectKey::of(sync);
+    match ctx.store.update(&updated).await {
+        Ok(_) => Ok(Action::await_change()),
+        // Changed meanwhile: the newer version's event brings it back.
+        Err(err) if err.is_conflict() || err.is_not_found() => Ok(Action::await_change()),
+        Err(source) => Err(Error::WriteFinalizer { key, source }),
+    }
+}
+
+/// A GitSync being deleted: with the prune finalizer, its inventory's objects that still
+/// carry its labels are deleted, then the finalizer goes and with it the GitSync.
+async fn finalize(ctx: &Context, key: &ObjectKey, sync: &GitSync) -> Result<Action, Error> {
+    if !holds_prune_finalizer(sync) {
+        return Ok(Action::await_change());
+    }
+    let inventory = sync
+        .status
+        .as_ref()
+        .map(|s| s.inventory.clone())
+        .unwrap_or_default();
+    let mut pruned = Vec::new();
+    // Everything leaves, in the order a sync prunes in (Services before Networks).
+    for entry in plan::to_prune(&inventory, &BTreeSet::new()) {
+        if objects::prune(&ctx.store, key, &entry).await? {
+            pruned.push(entry.to_string());
+        }
+    }
+    if !pruned.is_empty() {
+        let message = format!(
+            "Deleted {}: their GitSync is being deleted",
+            pruned.join(", ")
+        );
+        ctx.event(sync, EventType::Normal, "Pruned", &message).await;
+    }
+    let mut released = sync.clone();
+    released
+        .metadata
+        .finalizers
+        .retain(|f| f != FINALIZER_PRUNE);
+    match ctx.store.update(&released).await {
+        Ok(_) => Ok(Action::await_change()),
+        Err(err) if err.is_not_found() => Ok(Action::await_change()),
+        Err(source) => Err(Error::WriteFinalizer {
+            key: key.clone(),
+            source,
+        }),
+    }
 }
 
 /// `Applied revision main@0123abc: 2 created, 1 configured, 40 unchanged, 1 pruned`.
