@@ -3,7 +3,8 @@
 //!
 //! 1. Failed requests while a slow-starting service scales 1 → 3 → 1 under client load,
 //!    with readiness gating and without it (the Swarm-without-healthcheck behaviour).
-//! 2. Short HTTP requests (a new connection each, 16 at a time) and one bulk TCP stream,
+//! 2. Short HTTP requests (a new connection each, 16 at a time, then one at a time for the
+//!    latency a request pays alone) and one bulk TCP stream,
 //!    through dctl's proxy, beside Docker's own `docker-proxy` (a container published with
 //!    `-p 127.0.0.1:PORT:8080`: connections to loopback go through the userland proxy) and
 //!    a direct connection to the container's address; the sides interleaved, `ROUNDS`
@@ -83,10 +84,14 @@ async fn throughput(cluster: &Cluster) {
     );
 
     let mut short: Vec<Vec<ShortRound>> = sides.iter().map(|_| Vec::new()).collect();
+    let mut single: Vec<Vec<ShortRound>> = sides.iter().map(|_| Vec::new()).collect();
     let mut bulk: Vec<Vec<f64>> = sides.iter().map(|_| Vec::new()).collect();
     for _ in 0..ROUNDS {
         for (i, (_, address)) in sides.iter().enumerate() {
-            short[i].push(short_requests(*address).await);
+            short[i].push(short_requests(*address, CLIENTS).await);
+        }
+        for (i, (_, address)) in sides.iter().enumerate() {
+            single[i].push(short_requests(*address, 1).await);
         }
         for (i, (_, address)) in sides.iter().enumerate() {
             bulk[i].push(bulk_stream(*address).await);
@@ -94,42 +99,49 @@ async fn throughput(cluster: &Cluster) {
     }
 
     println!(
-        "\n{CLIENTS} clients of short requests (a connection each) for {SHORT_FOR:?}, and one \
-         {} MiB stream; {ROUNDS} rounds, sides interleaved",
+        "\n{CLIENTS} clients of short requests (a connection each) for {SHORT_FOR:?}, then one \
+         client alone (1 p50, 1 p99), and one {} MiB stream; {ROUNDS} rounds, sides interleaved",
         BULK_BYTES >> 20
     );
     println!(
-        "{:<13} {:>9} {:>8} {:>8} {:>7} {:>9}",
-        "side", "req/s", "p50 ms", "p99 ms", "errors", "MiB/s"
+        "{:<13} {:>9} {:>8} {:>8} {:>7} {:>9} {:>10} {:>10}",
+        "side", "req/s", "p50 ms", "p99 ms", "errors", "MiB/s", "1 p50 ms", "1 p99 ms"
     );
     let mut summary = Vec::new();
     for (i, (name, _)) in sides.iter().enumerate() {
         let rates: Vec<f64> = short[i].iter().map(ShortRound::rate).collect();
         let mut latencies: Vec<Duration> =
             short[i].iter().flat_map(|r| r.latencies.clone()).collect();
+        let mut alone: Vec<Duration> = single[i].iter().flat_map(|r| r.latencies.clone()).collect();
         let errors: u64 = short[i].iter().map(|r| r.errors).sum();
         let side = Side {
             rate: median_f64(rates),
             p50: percentile(&mut latencies, 0.50),
             p99: percentile(&mut latencies, 0.99),
+            alone_p50: percentile(&mut alone, 0.50),
+            alone_p99: percentile(&mut alone, 0.99),
             bulk: median_f64(bulk[i].clone()),
         };
         println!(
-            "{name:<13} {:>9.0} {:>8.2} {:>8.2} {errors:>7} {:>9.0}",
+            "{name:<13} {:>9.0} {:>8.2} {:>8.2} {errors:>7} {:>9.0} {:>10.2} {:>10.2}",
             side.rate,
             ms(side.p50),
             ms(side.p99),
-            side.bulk
+            side.bulk,
+            ms(side.alone_p50),
+            ms(side.alone_p99),
         );
         summary.push(side);
     }
     let (dctl, peer, direct) = (&summary[0], &summary[1], &summary[2]);
     let added_p99 = ms(dctl.p99) - ms(direct.p99);
+    let added_alone_p99 = ms(dctl.alone_p99) - ms(direct.alone_p99);
     println!(
         "\ntargets: throughput >= docker-proxy's and >= 0.8x direct; added p99 <= 1 ms\n\
          short requests: {:.2}x docker-proxy ({}), {:.2}x direct ({})\n\
          bulk stream:    {:.2}x docker-proxy ({}), {:.2}x direct ({})\n\
-         added p99:      {added_p99:+.2} ms over direct ({})",
+         added p99:      {added_p99:+.2} ms over direct under load ({}), \
+         {added_alone_p99:+.2} ms with one client ({})",
         dctl.rate / peer.rate,
         verdict(dctl.rate >= peer.rate),
         dctl.rate / direct.rate,
@@ -139,6 +151,7 @@ async fn throughput(cluster: &Cluster) {
         dctl.bulk / direct.bulk,
         verdict(dctl.bulk >= 0.8 * direct.bulk),
         verdict(added_p99 <= 1.0),
+        verdict(added_alone_p99 <= 1.0),
     );
 }
 
@@ -146,6 +159,9 @@ struct Side {
     rate: f64,
     p50: Duration,
     p99: Duration,
+    /// Latencies of one client alone, requests one after another.
+    alone_p50: Duration,
+    alone_p99: Duration,
     /// MiB/s of the bulk stream.
     bulk: f64,
 }
@@ -162,11 +178,11 @@ impl ShortRound {
     }
 }
 
-/// `CLIENTS` loops of `GET /`, a connection each, for `SHORT_FOR`.
-async fn short_requests(address: SocketAddr) -> ShortRound {
+/// `clients` loops of `GET /`, a connection each, for `SHORT_FOR`.
+async fn short_requests(address: SocketAddr, clients: usize) -> ShortRound {
     let started = Instant::now();
     let deadline = started + SHORT_FOR;
-    let clients: Vec<_> = (0..CLIENTS)
+    let clients: Vec<_> = (0..clients)
         .map(|_| {
             tokio::spawn(async move {
                 let (mut latencies, mut errors) = (Vec::new(), 0);
