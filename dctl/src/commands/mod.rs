@@ -11,6 +11,7 @@ pub mod node;
 pub mod prune;
 pub mod rollout;
 pub mod scale;
+pub mod stacks;
 pub mod wait;
 
 use std::path::PathBuf;
