@@ -147,6 +147,29 @@ async fn a_compose_stack_comes_up_in_dependency_order_and_rolls_only_what_change
         assert_eq!(before.id, now.id, "{service} was not touched");
     }
 
+    // web dropped from the file: apply --prune deletes it, and nothing else.
+    let web_section = COMPOSE.find("  web:").unwrap();
+    let networks_section = COMPOSE.find("networks:\n  back:").unwrap();
+    let without_web = format!(
+        "{}{}",
+        &COMPOSE[..web_section],
+        &COMPOSE[networks_section..]
+    );
+    cluster.env.write("shop/docker-compose.yml", &without_web);
+    let pruned = cluster
+        .env
+        .dctl(&["apply", "--prune", "-f", &file])
+        .await
+        .success();
+    assert!(
+        pruned
+            .stdout
+            .ends_with("service/api unchanged\nservice/web pruned\n"),
+        "{}",
+        pruned.stdout
+    );
+    running(&cluster, 2).await;
+
     let deleted = cluster.env.dctl(&["delete", "-f", &file]).await.success();
     assert!(
         deleted.stdout.starts_with("service \"db\" deleted"),
