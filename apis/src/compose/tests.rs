@@ -273,3 +273,151 @@ fn compose_detection() {
     assert!(!is_compose("kind: List\nservices: []\n"));
     assert!(!is_compose("  services: nested\n"));
 }
+
+/// Translates one inline compose file (project `p`, no `.env`) into its Services.
+fn services(yaml: &str) -> Result<Vec<crate::service::Service>, Vec<String>> {
+    let files = [SourceFile {
+        name: "compose.yml".into(),
+        text: yaml.into(),
+    }];
+    let environment = |_: &str| None;
+    let read_file = |_: &Path| Err("no such file or directory".to_string());
+    let options = Options {
+        project: Some("p".into()),
+        directory: PathBuf::from(PROJECT_DIR),
+        environment: &environment,
+        dotenv: None,
+        read_file: &read_file,
+        strict: false,
+    };
+    let translation = translate(&files, &options)
+        .map_err(|e| e.iter().map(ToString::to_string).collect::<Vec<_>>())?;
+    Ok(translation
+        .documents
+        .into_iter()
+        .filter_map(|d| match d.object {
+            AnyObject::Service(s) => Some(s),
+            _ => None,
+        })
+        .collect())
+}
+
+#[test]
+fn compose_anchors_and_merge_keys() {
+    let translation = run(&Case {
+        files: &["anchors.yml"],
+        project: Some("anchors"),
+        ..Case::default()
+    })
+    .unwrap();
+    check_expected("anchors", &translation);
+}
+
+#[test]
+fn compose_restart_forms() {
+    use crate::template::RestartCondition::{Any, None, OnFailure};
+    let cases = [
+        ("\"no\"", None, 0),
+        ("always", Any, 0),
+        ("unless-stopped", Any, 0),
+        ("on-failure", OnFailure, 0),
+        ("on-failure:3", OnFailure, 3),
+    ];
+    for (restart, condition, attempts) in cases {
+        let yaml = format!("services:\n  a:\n    image: x\n    restart: {restart}\n");
+        let policy = services(&yaml).unwrap()[0]
+            .spec
+            .template
+            .restart_policy
+            .clone();
+        assert_eq!(
+            (policy.condition, policy.max_attempts),
+            (condition, attempts),
+            "{restart}"
+        );
+    }
+    // deploy.restart_policy wins over restart.
+    let yaml = "services:\n  a:\n    image: x\n    restart: \"no\"\n    deploy: {restart_policy: {condition: any}}\n";
+    assert_eq!(
+        services(yaml).unwrap()[0]
+            .spec
+            .template
+            .restart_policy
+            .condition,
+        Any
+    );
+}
+
+#[test]
+fn compose_healthcheck_forms() {
+    let probe = |test: &str| {
+        let yaml = format!("services:\n  a:\n    image: x\n    healthcheck:\n      test: {test}\n");
+        services(&yaml).unwrap()[0].spec.template.probes.clone()
+    };
+    let command =
+        |probes: crate::probe::Probes| probes.readiness.and_then(|p| p.exec).map(|e| e.command);
+    let words = |w: &[&str]| Some(w.iter().map(ToString::to_string).collect::<Vec<_>>());
+    assert_eq!(
+        command(probe("[CMD, /check, now]")),
+        words(&["/check", "now"])
+    );
+    assert_eq!(
+        command(probe("[CMD-SHELL, \"pg_isready || exit 1\"]")),
+        words(&["/bin/sh", "-c", "pg_isready || exit 1"])
+    );
+    assert_eq!(
+        command(probe("curl -f localhost")),
+        words(&["/bin/sh", "-c", "curl -f localhost"])
+    );
+    assert!(probe("[NONE]").is_empty());
+    let yaml = "services:\n  a:\n    image: x\n    healthcheck: {test: [CMD, /c], disable: true}\n";
+    assert!(services(yaml).unwrap()[0].spec.template.probes.is_empty());
+}
+
+#[test]
+fn compose_file_level_errors_are_exact() {
+    let cases = [
+        ("services:\n  a: [1\n", "compose.yml: line 2: invalid YAML: unclosed bracket '['"),
+        ("- services\n", "compose.yml: line 1: a compose file must be a mapping with services:"),
+        ("services:\n  a: {image: x}\nvolume:\n  data:\n", "compose.yml: line 3: volume: unknown top-level key"),
+        ("services: {}\n", "compose.yml: line 1: services: defines no service"),
+        ("services:\n  a:\n    image: x\n    env_file: missing.env\n", "compose.yml: line 4: services.a.env_file[0]: cannot read env_file missing.env: no such file or directory"),
+        ("services:\n  a:\n    image: x\n    ports: [{published: 80}]\n", "compose.yml: line 4: services.a.ports[0].target: required: one container port"),
+        ("services:\n  a:\n    image: x\n    volumes: [{type: nfs, target: /x}]\n", "compose.yml: line 4: services.a.volumes[0].type: expected volume, bind or tmpfs"),
+        ("services:\n  a:\n    image: x\n    deploy: {resources: {limits: {memory: lots}}}\n", "compose.yml: line 4: services.a.deploy.resources.limits.memory: invalid byte size \"lots\": expected a number with b, k, m or g"),
+        ("services:\n  a:\n    image: x\n    depends_on: {b: {condition: service_ready}}\n  b: {image: y}\n", "compose.yml: line 4: services.a.depends_on.b.condition: expected service_started, service_healthy or service_completed_successfully"),
+        ("services:\n  a:\n    image: x\n    user: [1]\n", "compose.yml: line 4: services.a.user: must be a string, got a list"),
+        ("services:\n  a:\n    image: x\n    depends_on: [a]\n", "compose.yml: line 4: services.a.depends_on: dependency cycle: a -> a"),
+        ("services:\n  Web_Front:\n    image: x\n  web-front:\n    image: y\n", "compose.yml: line 4: services.web-front: services \"Web_Front\" and \"web-front\" both become dctl service \"web-front\""),
+    ];
+    for (yaml, want) in cases {
+        assert_eq!(services(yaml).unwrap_err(), [want], "{yaml}");
+    }
+}
+
+#[test]
+fn compose_dotenv_errors_name_the_env_file() {
+    let files = [SourceFile {
+        name: "compose.yml".into(),
+        text: "services:\n  a: {image: x}\n".into(),
+    }];
+    let environment = |_: &str| None;
+    let read_file = |_: &Path| Err(String::new());
+    let options = Options {
+        project: Some("p".into()),
+        directory: PathBuf::from(PROJECT_DIR),
+        environment: &environment,
+        dotenv: Some(SourceFile {
+            name: ".env".into(),
+            text: "OK=1\nBAD LINE=2\n".into(),
+        }),
+        read_file: &read_file,
+        strict: false,
+    };
+    let errors: Vec<String> = translate(&files, &options)
+        .unwrap_err()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(errors, [".env: line 2: invalid variable name \"BAD LINE\""]);
+}
