@@ -5,12 +5,15 @@
 //! and applies the result. Every problem is reported at once, each at its file, line and
 //! key; nothing is returned to apply while any error remains.
 
+mod depends_on;
 mod deploy;
 mod dotenv;
 mod healthcheck;
 pub mod interpolate;
 mod merge;
 mod network;
+mod ports;
+mod readers;
 mod service;
 mod storage;
 #[cfg(test)]

@@ -1,17 +1,17 @@
-//! A compose service → a dctl Service: the translator's core and the keys of the container.
+//! A compose service → a dctl Service: the translator's core and the container's keys;
+//! ports, storage, healthcheck, deploy and depends_on have files of their own.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::interpolate::Variables;
 use super::network::DEFAULT_NETWORK;
-use super::values::{self, shell_words};
 use super::warnings::Diagnostics;
 use super::yaml::{Key, Node, Value};
 use super::{listed, normalize_name, project_labels, Options, LABEL_SERVICE};
 use crate::meta::ObjectMeta;
 use crate::resource::AnyObject;
-use crate::service::{Dependency, DependencyCondition, PublishedPort, Service, ServiceSpec};
-use crate::template::{ContainerPort, EnvVar, NetworkAttachment, PortRef, Protocol, Ulimit};
+use crate::service::{Service, ServiceSpec};
+use crate::template::{EnvVar, NetworkAttachment, Ulimit};
 
 /// Where a translated object came from: validation errors are reported there.
 #[derive(Clone, Debug)]
@@ -134,7 +134,7 @@ impl Translator<'_> {
             }
         }
         self.check_cycles(entries);
-        run_once_by_default(&mut objects, entries);
+        super::depends_on::run_once_by_default(&mut objects, entries);
         objects
     }
 
@@ -249,90 +249,6 @@ impl Translator<'_> {
         Some((AnyObject::Service(Service::new(meta, spec)), origin))
     }
 
-    /// `depends_on` as a list of names or a mapping with conditions.
-    fn depends_on(&mut self, node: &Node, path: &str) -> Vec<Dependency> {
-        let Some(entries) = self.mapping(node, path) else {
-            return Vec::new();
-        };
-        let mut dependencies = Vec::new();
-        for (key, value) in entries {
-            let at = format!("{path}.{}", key.name);
-            let Some(service) = self.services.get(&key.name).cloned() else {
-                let known: BTreeSet<String> = self.services.keys().cloned().collect();
-                self.diags.key_error(
-                    key,
-                    &at,
-                    format!(
-                        "no service {:?} in this project (services: {})",
-                        key.name,
-                        listed(&known)
-                    ),
-                );
-                continue;
-            };
-            let mut condition = DependencyCondition::Started;
-            if let Some(fields) = value.as_map() {
-                for (field, v) in fields {
-                    let at = format!("{at}.{}", field.name);
-                    match field.name.as_str() {
-                        "condition" => match v.as_str() {
-                            Some("service_started") => condition = DependencyCondition::Started,
-                            Some("service_healthy") => condition = DependencyCondition::Ready,
-                            Some("service_completed_successfully") => condition = DependencyCondition::Completed,
-                            _ => self.diags.error(v, &at, "expected service_started, service_healthy or service_completed_successfully"),
-                        },
-                        "required" if v.as_bool() == Some(true) => {}
-                        "restart" | "required" => self.diags.unsupported(field, &at, ""),
-                        _ => self.diags.unsupported(field, &at, "unknown depends_on key"),
-                    }
-                }
-            }
-            dependencies.push(Dependency { service, condition });
-        }
-        dependencies
-    }
-
-    /// A `depends_on` cycle would hold every service in it forever.
-    fn check_cycles(&mut self, entries: &[(Key, Node)]) {
-        let edges: BTreeMap<&str, Vec<&str>> = entries
-            .iter()
-            .map(|(key, node)| {
-                let deps = node
-                    .get("depends_on")
-                    .and_then(Node::as_map)
-                    .map(|d| d.iter().map(|(k, _)| k.name.as_str()).collect())
-                    .unwrap_or_default();
-                (key.name.as_str(), deps)
-            })
-            .collect();
-        for (key, node) in entries {
-            let mut stack = vec![vec![key.name.as_str()]];
-            while let Some(chain) = stack.pop() {
-                let last = chain[chain.len() - 1];
-                for next in edges.get(last).into_iter().flatten() {
-                    if *next == key.name {
-                        let mut cycle = chain.clone();
-                        cycle.push(next);
-                        let at = format!("services.{}.depends_on", key.name);
-                        let place = node.get("depends_on").unwrap_or(node);
-                        self.diags.error(
-                            place,
-                            &at,
-                            format!("dependency cycle: {}", cycle.join(" -> ")),
-                        );
-                        stack.clear();
-                        break;
-                    }
-                    if !chain.contains(next) {
-                        let mut longer = chain.clone();
-                        longer.push(next);
-                        stack.push(longer);
-                    }
-                }
-            }
-        }
-    }
-
     /// `environment` (a mapping once normalised); a name without a value takes the
     /// variable's value, and is left out when the variable is not set (as compose does).
     fn environment(&mut self, node: &Node, path: &str) -> Vec<(String, String)> {
@@ -407,135 +323,6 @@ impl Translator<'_> {
             }
         }
         vars
-    }
-
-    /// Short (`"8080:80/udp"`, `80`) and long (`{target, published, protocol, mode}`) ports.
-    fn ports(&mut self, node: &Node, path: &str, spec: &mut ServiceSpec) {
-        let Some(items) = self.sequence(node, path) else {
-            return;
-        };
-        for (i, item) in items.iter().enumerate() {
-            let at = format!("{path}[{i}]");
-            let (published, targets, protocol, host_ip, mode) = match &item.value {
-                Value::Scalar { text, .. } => match values::short_port(text) {
-                    Ok(port) => (
-                        port.published,
-                        port.targets,
-                        port.protocol,
-                        port.host_ip,
-                        None,
-                    ),
-                    Err(message) => {
-                        self.diags.error(item, &at, message);
-                        continue;
-                    }
-                },
-                Value::Map(fields) => {
-                    let mut target = Vec::new();
-                    let mut published = Vec::new();
-                    let mut protocol = Protocol::Tcp;
-                    let (mut host_ip, mut mode) = (None, None);
-                    for (field, v) in fields {
-                        let at = format!("{at}.{}", field.name);
-                        let text = v.as_str().unwrap_or_default();
-                        let result = match field.name.as_str() {
-                            "target" => values::port_range(text).map(|p| target = p),
-                            "published" => values::port_range(text).map(|p| published = p),
-                            "protocol" => values::protocol(text).map(|p| protocol = p),
-                            "host_ip" => {
-                                host_ip = Some(text.to_string());
-                                Ok(())
-                            }
-                            "mode" => match text {
-                                "ingress" | "host" => {
-                                    mode = Some((text.to_string(), v.clone()));
-                                    Ok(())
-                                }
-                                _ => Err("expected ingress or host".to_string()),
-                            },
-                            "name" | "app_protocol" => {
-                                self.diags.unsupported(field, &at, "");
-                                Ok(())
-                            }
-                            _ => {
-                                self.diags.unsupported(field, &at, "unknown port key");
-                                Ok(())
-                            }
-                        };
-                        if let Err(message) = result {
-                            self.diags.error(v, &at, message);
-                        }
-                    }
-                    if target.len() != 1 {
-                        self.diags.error(
-                            item,
-                            &format!("{at}.target"),
-                            "required: one container port",
-                        );
-                        continue;
-                    }
-                    (published, target, protocol, host_ip, mode)
-                }
-                _ => {
-                    self.diags.error(item, &at, "expected \"[IP:][HOST:]CONTAINER[/PROTOCOL]\" or {target, published, protocol, mode}");
-                    continue;
-                }
-            };
-            if let Some(ip) = host_ip.filter(|ip| ip != "0.0.0.0" && ip != "::") {
-                self.diags.warn(
-                    item,
-                    &at,
-                    format!(
-                        "host_ip {ip} ignored: dctl's proxy listens on every address of every node"
-                    ),
-                );
-            }
-            if let Some((mode, v)) = mode.filter(|(m, _)| m == "host") {
-                self.diags.warn(&v, &format!("{at}.mode"), format!("mode {mode} ignored: dctl publishes through its routing mesh on every node"));
-            }
-            for target in &targets {
-                add_port(&mut spec.template.ports, *target, protocol);
-            }
-            if protocol == Protocol::Udp && !published.is_empty() {
-                self.diags.warn(item, &at, "published UDP ports are not proxied yet: the port is open on each task's host port only");
-            }
-            for (j, port) in published.iter().enumerate() {
-                let target = if targets.len() == 1 {
-                    targets[0]
-                } else {
-                    targets[j]
-                };
-                spec.publish.push(PublishedPort {
-                    port: *port,
-                    target_port: PortRef::Number(target),
-                    protocol,
-                    mode: Default::default(),
-                });
-            }
-        }
-    }
-
-    /// `expose`: container ports that are not published.
-    fn expose(&mut self, node: &Node, path: &str, ports: &mut Vec<ContainerPort>) {
-        let Some(items) = self.sequence(node, path) else {
-            return;
-        };
-        for (i, item) in items.iter().enumerate() {
-            let at = format!("{path}[{i}]");
-            let text = item.as_str().unwrap_or_default();
-            let (range, protocol) = match text.split_once('/') {
-                Some((range, p)) => (range, values::protocol(p)),
-                None => (text, Ok(Protocol::Tcp)),
-            };
-            match (values::port_range(range), protocol) {
-                (Ok(range), Ok(protocol)) => {
-                    for port in range {
-                        add_port(ports, port, protocol);
-                    }
-                }
-                (Err(message), _) | (_, Err(message)) => self.diags.error(item, &at, message),
-            }
-        }
     }
 
     /// `networks` (a mapping once normalised), with aliases.
@@ -616,174 +403,5 @@ impl Translator<'_> {
             }
         }
         ulimits
-    }
-
-    // ---- value readers: each reports its own error and returns None ----
-
-    pub(super) fn mapping<'n>(&mut self, node: &'n Node, path: &str) -> Option<&'n [(Key, Node)]> {
-        if node.is_null() {
-            return Some(&[]);
-        }
-        let entries = node.as_map();
-        if entries.is_none() {
-            self.diags.error(
-                node,
-                path,
-                format!("must be a mapping, got {}", node.describe()),
-            );
-        }
-        entries
-    }
-
-    pub(super) fn sequence<'n>(&mut self, node: &'n Node, path: &str) -> Option<&'n [Node]> {
-        let items = node.as_seq();
-        if items.is_none() {
-            self.diags.error(
-                node,
-                path,
-                format!("must be a list, got {}", node.describe()),
-            );
-        }
-        items
-    }
-
-    pub(super) fn string(&mut self, node: &Node, path: &str) -> Option<String> {
-        let text = node.as_str().map(String::from);
-        if text.is_none() {
-            self.diags.error(
-                node,
-                path,
-                format!("must be a string, got {}", node.describe()),
-            );
-        }
-        text
-    }
-
-    /// A list of strings, or one string as a list of one.
-    pub(super) fn strings(&mut self, node: &Node, path: &str) -> Vec<String> {
-        match &node.value {
-            Value::Scalar { text, .. } => vec![text.clone()],
-            Value::Seq(items) => items
-                .iter()
-                .enumerate()
-                .filter_map(|(i, item)| self.string(item, &format!("{path}[{i}]")))
-                .collect(),
-            _ => {
-                self.diags.error(
-                    node,
-                    path,
-                    format!("must be a list of strings, got {}", node.describe()),
-                );
-                Vec::new()
-            }
-        }
-    }
-
-    pub(super) fn boolean(&mut self, node: &Node, path: &str) -> Option<bool> {
-        let value = node.as_bool();
-        if value.is_none() {
-            self.diags.error(node, path, "must be true or false");
-        }
-        value
-    }
-
-    pub(super) fn number<T: std::str::FromStr>(&mut self, node: &Node, path: &str) -> Option<T> {
-        let value = node.as_str().and_then(|s| s.parse().ok());
-        if value.is_none() {
-            self.diags
-                .error(node, path, "must be a non-negative whole number");
-        }
-        value
-    }
-
-    pub(super) fn duration(
-        &mut self,
-        node: &Node,
-        path: &str,
-    ) -> Option<crate::duration::Duration> {
-        let text = self.string(node, path)?;
-        match values::duration(&text) {
-            Ok(duration) => Some(duration),
-            Err(message) => {
-                self.diags.error(node, path, message);
-                None
-            }
-        }
-    }
-
-    /// `labels`-like mappings (list forms are normalised to mappings before).
-    pub(super) fn key_values(&mut self, node: &Node, path: &str) -> Vec<(String, String)> {
-        let Some(entries) = self.mapping(node, path) else {
-            return Vec::new();
-        };
-        entries
-            .iter()
-            .map(|(k, v)| (k.name.clone(), v.as_str().unwrap_or_default().to_string()))
-            .collect()
-    }
-
-    /// `command`/`entrypoint`: a list, or a string split into words as a shell would.
-    fn command(&mut self, node: &Node, path: &str) -> Vec<String> {
-        match &node.value {
-            Value::Null => Vec::new(),
-            Value::Scalar { text, .. } => shell_words(text).unwrap_or_else(|message| {
-                self.diags.error(node, path, message);
-                Vec::new()
-            }),
-            _ => self.strings(node, path),
-        }
-    }
-}
-
-/// A service others wait on to complete (`service_completed_successfully`) is a one-off:
-/// unless the file says how it restarts, it is restarted only on failure (compose's
-/// default is never to restart; Swarm's, and dctl's, is always, which would run it again
-/// and again).
-fn run_once_by_default(objects: &mut [(AnyObject, Origin)], entries: &[(Key, Node)]) {
-    let completed: BTreeSet<String> = objects
-        .iter()
-        .filter_map(|(object, _)| match object {
-            AnyObject::Service(service) => Some(service),
-            _ => None,
-        })
-        .flat_map(|s| s.spec.depends_on.iter())
-        .filter(|d| d.condition == DependencyCondition::Completed)
-        .map(|d| d.service.clone())
-        .collect();
-    for (object, origin) in objects.iter_mut() {
-        let AnyObject::Service(service) = object else {
-            continue;
-        };
-        if !completed.contains(&service.metadata.name) {
-            continue;
-        }
-        let Some((_, node)) = entries
-            .iter()
-            .find(|(k, _)| format!("services.{}", k.name) == origin.path)
-        else {
-            continue;
-        };
-        let explicit = node.get("restart").is_some()
-            || node
-                .get("deploy")
-                .and_then(|d| d.get("restart_policy"))
-                .is_some();
-        if !explicit {
-            service.spec.template.restart_policy.condition =
-                crate::template::RestartCondition::OnFailure;
-        }
-    }
-}
-
-fn add_port(ports: &mut Vec<ContainerPort>, port: i32, protocol: Protocol) {
-    if !ports
-        .iter()
-        .any(|p| p.container_port == port && p.protocol == protocol)
-    {
-        ports.push(ContainerPort {
-            name: None,
-            container_port: port,
-            protocol,
-        });
     }
 }
