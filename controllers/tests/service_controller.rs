@@ -624,18 +624,14 @@ async fn a_dependent_service_gets_no_task_until_its_dependency_is_ready() {
     // db running and Ready: web starts.
     h.run_on(&db_tasks[0], "n1").await;
     h.current("web", 1).await;
-    let status = h
-        .store
-        .get::<Service>(NS, "web")
-        .await
-        .unwrap()
-        .status
-        .unwrap();
-    let condition = find_condition(&status.conditions, "DependenciesReady").unwrap();
-    assert_eq!(
-        (condition.status, condition.reason.as_str()),
-        (ConditionStatus::True, "DependenciesMet")
-    );
+    // The tasks are written before the status that says why they came.
+    eventually("web's dependencies met", || async {
+        let web: Service = h.store.get(NS, "web").await.ok()?;
+        let condition = find_condition(&web.status?.conditions, "DependenciesReady")?.clone();
+        (condition.status == ConditionStatus::True && condition.reason == "DependenciesMet")
+            .then_some(())
+    })
+    .await;
     let reasons: Vec<String> = h.events(&web).await.into_iter().map(|(r, _)| r).collect();
     assert!(
         reasons.contains(&"WaitingForDependencies".to_string()),
