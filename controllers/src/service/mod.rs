@@ -473,7 +473,8 @@ impl Context {
         dctl_apis::meta::set_condition(&mut status.conditions, condition);
         self.write_status(service, status).await?;
         if previous.as_deref() != Some(message.as_str()) {
-            let message = format!("Waiting: {message}");
+            // The condition's "waiting for …" as a sentence: "Waiting for …".
+            let message = format!("W{}", message.strip_prefix('w').unwrap_or(&message));
             self.event(
                 service,
                 EventType::Normal,
