@@ -77,8 +77,10 @@ pub struct Translation {
 /// `services:` and no `kind`.
 pub fn is_compose(text: &str) -> bool {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    // Cheap checks first: most manifests say `kind:` at the start of a line.
-    if !text.lines().any(|l| l.starts_with("services:")) {
+    // Cheap checks first: a YAML compose file has `services:` at the start of a line; a
+    // JSON one (`{"services": …}`) is parsed.
+    let json = text.trim_start().starts_with('{');
+    if !json && !text.lines().any(|l| l.starts_with("services:")) {
         return false;
     }
     match yaml::parse(text, 0) {

@@ -272,6 +272,12 @@ fn compose_detection() {
     ));
     assert!(!is_compose("kind: List\nservices: []\n"));
     assert!(!is_compose("  services: nested\n"));
+    assert!(is_compose(r#"{"services": {"web": {"image": "x"}}}"#));
+    let json = services(r#"{"services": {"web": {"image": "x", "ports": ["80:8080"]}}}"#).unwrap();
+    assert_eq!(json[0].spec.publish[0].port, 80);
+    assert!(!is_compose(
+        r#"{"apiVersion": "dctl/v1", "kind": "Network", "services": 1}"#
+    ));
 }
 
 /// Translates one inline compose file (project `p`, no `.env`) into its Services.
