@@ -129,6 +129,19 @@ async fn a_compose_stack_comes_up_in_dependency_order_and_rolls_only_what_change
     cluster
         .env
         .write("shop/.env", "API_PORT=9090\nGREETING=hello again\n");
+    let diff = cluster.env.dctl(&["diff", "-f", &file]).await;
+    assert_eq!(diff.code, 1, "diff finds the change: {diff:#?}");
+    assert!(
+        diff.stdout.contains("compose-e2e/service/api"),
+        "{}",
+        diff.stdout
+    );
+    assert!(
+        diff.stdout.contains("+      value: hello again"),
+        "{}",
+        diff.stdout
+    );
+    assert!(!diff.stdout.contains("service/db"), "{}", diff.stdout);
     let applied = cluster.env.dctl(&["apply", "-f", &file]).await.success();
     assert_eq!(
         applied.stdout,
