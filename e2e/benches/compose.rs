@@ -173,14 +173,8 @@ async fn stack_run(docker: &Docker, file: &str) -> Duration {
             &format!("label=com.docker.stack.namespace={STACK}"),
         ])
         .await;
-        let networks = docker_cli(&[
-            "network",
-            "ls",
-            "-q",
-            "--filter",
-            &format!("name={STACK}_"),
-        ])
-        .await;
+        let networks =
+            docker_cli(&["network", "ls", "-q", "--filter", &format!("name={STACK}_")]).await;
         if containers.stdout.is_empty() && networks.stdout.is_empty() {
             break;
         }
