@@ -15,6 +15,7 @@ pub mod quantity;
 pub mod resources;
 pub mod template;
 
+pub mod compose;
 pub mod endpoints;
 pub mod event;
 pub mod gitsync;

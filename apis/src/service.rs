@@ -9,7 +9,7 @@ use crate::duration::Duration;
 use crate::meta::{Condition, Time};
 use crate::resource::resource;
 use crate::template::{check_port_number, PortRef, Protocol, TaskTemplate};
-use crate::validation::{FieldError, FieldPath};
+use crate::validation::{check_dns1123_label, FieldError, FieldPath};
 
 resource!(
     /// What should run (the template), how many and where, how it is rolled out, and the
@@ -42,6 +42,43 @@ pub struct ServiceSpec {
     /// restarts go on. Set by `dctl rollout pause|resume`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub paused: bool,
+    /// Services in the same namespace that must reach a condition before this one gets
+    /// its first tasks (compose's `depends_on`); once it has tasks, it is not held again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<Dependency>,
+}
+
+/// A service this one waits for, and for what.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Dependency {
+    #[serde(default)]
+    pub service: String,
+    #[serde(default)]
+    pub condition: DependencyCondition,
+}
+
+/// Compose's `service_started`, `service_healthy` and `service_completed_successfully`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DependencyCondition {
+    /// Every desired task of the dependency is running.
+    #[default]
+    Started,
+    /// Every desired task of the dependency is Ready.
+    Ready,
+    /// A task of the dependency has exited 0.
+    Completed,
+}
+
+impl DependencyCondition {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DependencyCondition::Started => "started",
+            DependencyCondition::Ready => "ready",
+            DependencyCondition::Completed => "completed",
+        }
+    }
 }
 
 impl ServiceSpec {
@@ -354,6 +391,16 @@ impl ServiceSpec {
         errors.extend(self.placement.validate(&path.child("placement")));
         errors.extend(self.update.validate(&path.child("update"), false));
         errors.extend(self.rollback.validate(&path.child("rollback"), true));
+        let mut dependencies = BTreeSet::new();
+        for (i, dependency) in self.depends_on.iter().enumerate() {
+            let path = path.child("dependsOn").index(i).child("service");
+            if let Err(message) = check_dns1123_label(&dependency.service) {
+                errors.push(FieldError::new(&path, message));
+            } else if !dependencies.insert(&dependency.service) {
+                let message = format!("duplicate dependency {:?}", dependency.service);
+                errors.push(FieldError::new(&path, message));
+            }
+        }
         let mut published = BTreeSet::new();
         for (i, port) in self.publish.iter().enumerate() {
             let path = path.child("publish").index(i);

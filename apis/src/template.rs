@@ -1,7 +1,8 @@
 //! The task template: what one task of a Service runs, copied into each Task at creation.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::net::IpAddr;
 
 use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
 
@@ -47,6 +48,46 @@ pub struct TaskTemplate {
     pub probes: Probes,
     #[serde(default)]
     pub restart_policy: RestartPolicy,
+    /// The process's working directory inside the container (`docker run -w`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working_dir: Option<String>,
+    /// The container's host name; the task's name when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    /// Extra `/etc/hosts` lines, `HOST:IP` (`docker run --add-host`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra_hosts: Vec<String>,
+    /// Runs an init process as PID 1 that reaps zombies and forwards signals.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init: Option<bool>,
+    /// Mounts the container's root filesystem read-only.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub read_only: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ulimits: Vec<Ulimit>,
+    /// Namespaced kernel parameters (`net.core.somaxconn: "1024"`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub sysctls: BTreeMap<String, String>,
+    /// Linux capabilities added to Docker's default set (`NET_ADMIN`, or `ALL`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cap_add: Vec<String>,
+    /// Linux capabilities removed from Docker's default set.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cap_drop: Vec<String>,
+    /// Docker labels put on the container (below the labels dctl itself sets).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A resource limit of the container's processes (`docker run --ulimit nofile=1024:2048`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Ulimit {
+    /// `nofile`, `nproc`, `core`, …
+    #[serde(default)]
+    pub name: String,
+    pub soft: i64,
+    pub hard: i64,
 }
 
 impl TaskTemplate {
@@ -299,7 +340,89 @@ impl TaskTemplate {
             &self.ports,
             &path.child("ports"),
         ));
+        self.validate_container_settings(path, &mut errors);
         errors
+    }
+
+    /// The Docker settings beyond the process: working directory, host name and hosts,
+    /// ulimits, sysctls and capabilities.
+    fn validate_container_settings(&self, path: &FieldPath, errors: &mut Vec<FieldError>) {
+        if let Some(dir) = &self.working_dir {
+            if !dir.starts_with('/') {
+                errors.push(FieldError::new(
+                    &path.child("workingDir"),
+                    format!("must be an absolute path, got {dir:?}"),
+                ));
+            }
+        }
+        if let Some(hostname) = &self.hostname {
+            if let Err(message) = check_hostname(hostname) {
+                errors.push(FieldError::new(&path.child("hostname"), message));
+            }
+        }
+        for (i, entry) in self.extra_hosts.iter().enumerate() {
+            // `HOST:IP`; an IPv6 address has colons of its own, so split at the first.
+            let valid = entry.split_once(':').is_some_and(|(host, ip)| {
+                check_hostname(host).is_ok()
+                    && (ip == "host-gateway"
+                        || ip.trim_matches(['[', ']']).parse::<IpAddr>().is_ok())
+            });
+            if !valid {
+                errors.push(FieldError::new(
+                    &path.child("extraHosts").index(i),
+                    format!("expected HOST:IP, got {entry:?}"),
+                ));
+            }
+        }
+        let mut ulimit_names = BTreeSet::new();
+        for (i, ulimit) in self.ulimits.iter().enumerate() {
+            let path = path.child("ulimits").index(i);
+            if ulimit.name.is_empty() {
+                errors.push(FieldError::new(&path.child("name"), "required"));
+            } else if !ulimit_names.insert(&ulimit.name) {
+                errors.push(FieldError::new(
+                    &path.child("name"),
+                    format!("duplicate ulimit {:?}", ulimit.name),
+                ));
+            }
+            if ulimit.soft > ulimit.hard && ulimit.hard >= 0 {
+                errors.push(FieldError::new(
+                    &path.child("soft"),
+                    format!(
+                        "must not exceed hard ({}), got {}",
+                        ulimit.hard, ulimit.soft
+                    ),
+                ));
+            }
+        }
+        for name in self.labels.keys() {
+            if name.is_empty() {
+                errors.push(FieldError::new(
+                    &path.child("labels"),
+                    "a label name must not be empty",
+                ));
+            }
+        }
+        for name in self.sysctls.keys() {
+            if name.is_empty() || name.contains(char::is_whitespace) {
+                errors.push(FieldError::new(
+                    &path.child("sysctls").key(name),
+                    "must be a kernel parameter name such as net.core.somaxconn",
+                ));
+            }
+        }
+        for (field, caps) in [("capAdd", &self.cap_add), ("capDrop", &self.cap_drop)] {
+            for (i, cap) in caps.iter().enumerate() {
+                let valid =
+                    !cap.is_empty() && cap.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+                if !valid {
+                    errors.push(FieldError::new(
+                        &path.child(field).index(i),
+                        format!("expected a capability name such as NET_ADMIN, got {cap:?}"),
+                    ));
+                }
+            }
+        }
     }
 
     fn validate_ports(&self, path: &FieldPath, errors: &mut Vec<FieldError>) {
@@ -381,6 +504,25 @@ impl TaskTemplate {
                 }
             }
         }
+    }
+}
+
+/// A host name as Linux takes it: 1–63 characters of letters, digits, `-` and `.`.
+///
+/// # Errors
+/// A message naming the host name.
+fn check_hostname(hostname: &str) -> Result<(), String> {
+    let valid = (1..=63).contains(&hostname.len())
+        && hostname
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+        && !hostname.starts_with(['-', '.']);
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid host name {hostname:?}: 1-63 letters, digits, '-' or '.'"
+        ))
     }
 }
 

@@ -585,3 +585,65 @@ async fn a_template_change_replaces_tasks_a_slot_at_a_time_stop_first() {
     .await;
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dependent_service_gets_no_task_until_its_dependency_is_ready() {
+    use dctl_apis::service::{Dependency, DependencyCondition};
+    let h = Harness::start().await;
+    h.create_node("n1", true).await;
+    let web = h
+        .create_service("web", |spec| {
+            spec.depends_on = vec![Dependency {
+                service: "db".into(),
+                condition: DependencyCondition::Ready,
+            }];
+        })
+        .await;
+    // No db yet: web says so and makes no task.
+    let waiting = |message: &'static str| {
+        let store = h.store.clone();
+        async move {
+            let web: Service = store.get(NS, "web").await.ok()?;
+            let status = web.status?;
+            let condition = find_condition(&status.conditions, "DependenciesReady")?;
+            (condition.status == ConditionStatus::False && condition.message == message)
+                .then_some(())
+        }
+    };
+    eventually("web waits for a db that does not exist", || {
+        waiting("waiting for db to be ready (no such service)")
+    })
+    .await;
+    h.create_service("db", |_| {}).await;
+    let db_tasks = h.current("db", 1).await;
+    eventually("web waits for db's task", || {
+        waiting("waiting for db to be ready (0 of 1 tasks ready)")
+    })
+    .await;
+    assert!(h.tasks().await.iter().all(|t| t.spec.service_name != "web"));
+    // db running and Ready: web starts.
+    h.run_on(&db_tasks[0], "n1").await;
+    h.current("web", 1).await;
+    // The tasks are written before the status that says why they came.
+    eventually("web's dependencies met", || async {
+        let web: Service = h.store.get(NS, "web").await.ok()?;
+        let condition = find_condition(&web.status?.conditions, "DependenciesReady")?.clone();
+        (condition.status == ConditionStatus::True && condition.reason == "DependenciesMet")
+            .then_some(())
+    })
+    .await;
+    let reasons: Vec<String> = h.events(&web).await.into_iter().map(|(r, _)| r).collect();
+    assert!(
+        reasons.contains(&"WaitingForDependencies".to_string()),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.contains(&"DependenciesReady".to_string()),
+        "{reasons:?}"
+    );
+    // Once started, web is not held again when db goes away.
+    h.store.delete::<Service>(NS, "db").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    h.current("web", 1).await;
+    h.stop().await;
+}

@@ -39,6 +39,8 @@ enum Command {
     Describe(commands::describe::DescribeArgs),
     /// Delete objects by kind and name, or those a manifest names.
     Delete(commands::delete::DeleteArgs),
+    /// Print the dctl manifests a compose file translates to, without applying them.
+    Convert(commands::convert::ConvertArgs),
     /// Print the output of a service's tasks (`service/web`) or of one task (`task/NAME`).
     Logs(commands::logs::LogsArgs),
     /// Set a replicated service's replica count: `dctl scale service/web=5`.
@@ -69,6 +71,24 @@ pub struct FileArgs {
     /// Descend into subdirectories of directories given with -f.
     #[arg(short = 'R', long)]
     pub recursive: bool,
+    #[command(flatten)]
+    pub compose: ComposeArgs,
+}
+
+/// How compose files among the `-f` files are translated; shared by apply, diff, delete
+/// and convert.
+#[derive(Args, Clone, Debug, Default)]
+pub struct ComposeArgs {
+    /// Compose files: the project, i.e. the namespace (default: the file's `name:`, else
+    /// the first file's directory name).
+    #[arg(short = 'p', long = "project-name")]
+    pub project: Option<String>,
+    /// Compose files: read variables from this file instead of `.env` beside the first file.
+    #[arg(long)]
+    pub env_file: Option<PathBuf>,
+    /// Compose files: keys dctl cannot honour are errors instead of warnings.
+    #[arg(long)]
+    pub strict: bool,
 }
 
 fn main() -> ExitCode {
@@ -105,6 +125,7 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Get(args) => commands::get::run(&endpoints, args).await,
         Command::Describe(args) => commands::describe::run(&endpoints, args).await,
         Command::Delete(args) => commands::delete::run(&endpoints, args).await,
+        Command::Convert(args) => commands::convert::run(args),
         Command::Logs(args) => commands::logs::run(&endpoints, args).await,
         Command::Scale(args) => commands::scale::run(&endpoints, args).await,
         Command::Rollout(command) => commands::rollout::run(&endpoints, command).await,

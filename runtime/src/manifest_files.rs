@@ -1,9 +1,11 @@
-//! Reads the manifests `-f` names (files, directories, `-` for stdin), as kubectl does.
+//! Reads the manifests `-f` names (files, directories, `-` for stdin), as kubectl does;
+//! compose files among them are translated into the objects of their project.
 
 use std::fs;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
+use dctl_apis::compose::{self, SourceFile};
 use dctl_apis::manifest::{check_duplicates, decode, Document, ManifestError};
 
 /// The path that means standard input.
@@ -12,9 +14,31 @@ pub const STDIN: &str = "-";
 /// The file name extensions a directory is searched for, as in kubectl.
 const EXTENSIONS: [&str; 3] = ["yaml", "yml", "json"];
 
+/// How compose files among the manifests are translated (`-p`, `--env-file`, `--strict`).
+#[derive(Clone, Debug, Default)]
+pub struct ComposeOptions {
+    /// The project (namespace); else the file's `name:`, else its directory's name.
+    pub project: Option<String>,
+    /// Instead of `.env` beside the first compose file.
+    pub env_file: Option<PathBuf>,
+    /// Keys dctl cannot honour are errors rather than warnings.
+    pub strict: bool,
+}
+
+/// What `-f` named, read and translated.
+#[derive(Debug, Default)]
+pub struct Manifests {
+    pub documents: Vec<Document>,
+    /// What the compose translation could not honour (errors under `--strict`).
+    pub warnings: Vec<ManifestError>,
+    /// The compose project the files held, if any: its namespace and stack label.
+    pub stack: Option<String>,
+}
+
 /// Every object in `paths`, in order: a file is read whole whatever its name; a directory
 /// contributes its `*.yaml`, `*.yml` and `*.json` files sorted by name, and its
-/// subdirectories' only when `recursive`; `-` reads standard input.
+/// subdirectories' only when `recursive`; `-` reads standard input. Compose files are
+/// translated with the default options; their warnings are dropped.
 ///
 /// # Errors
 /// Every problem at once: paths that do not exist or cannot be read, directories without
@@ -23,15 +47,35 @@ pub fn read_manifests(
     paths: &[PathBuf],
     recursive: bool,
 ) -> Result<Vec<Document>, Vec<ManifestError>> {
-    read_manifests_from(paths, recursive, &mut io::stdin().lock())
+    read_manifests_from(
+        paths,
+        recursive,
+        &ComposeOptions::default(),
+        &mut io::stdin().lock(),
+    )
+    .map(|manifests| manifests.documents)
 }
 
-/// `read_manifests` with standard input given, so tests can supply it.
+/// `read_manifests`, translating compose files (several merge into one project, in the
+/// order given, as `docker compose -f a -f b` does) with `compose`'s options.
+///
+/// # Errors
+/// As `read_manifests`, plus every translation error of the compose files.
+pub fn read_manifests_and_compose(
+    paths: &[PathBuf],
+    recursive: bool,
+    compose: &ComposeOptions,
+) -> Result<Manifests, Vec<ManifestError>> {
+    read_manifests_from(paths, recursive, compose, &mut io::stdin().lock())
+}
+
+/// `read_manifests_and_compose` with standard input given, so tests can supply it.
 fn read_manifests_from(
     paths: &[PathBuf],
     recursive: bool,
+    compose: &ComposeOptions,
     stdin: &mut dyn Read,
-) -> Result<Vec<Document>, Vec<ManifestError>> {
+) -> Result<Manifests, Vec<ManifestError>> {
     // Read results in the order given, so errors come out in the order of the files.
     let mut sources: Vec<Result<(String, String), ManifestError>> = Vec::new();
     for path in paths {
@@ -67,21 +111,86 @@ fn read_manifests_from(
         }
     }
 
-    let mut documents = Vec::new();
+    let mut manifests = Manifests::default();
     let mut errors = Vec::new();
+    let mut compose_files = Vec::new();
     for source in sources {
-        match source.map(|(source, text)| decode(&source, &text)) {
-            Ok(Ok(docs)) => documents.extend(docs),
-            Ok(Err(errs)) => errors.extend(errs),
+        match source {
+            Ok((name, text)) if compose::is_compose(&text) => {
+                compose_files.push(SourceFile { name, text });
+            }
+            Ok((name, text)) => match decode(&name, &text) {
+                Ok(docs) => manifests.documents.extend(docs),
+                Err(errs) => errors.extend(errs),
+            },
             Err(err) => errors.push(err),
         }
     }
-    errors.extend(check_duplicates(&documents));
+    if !compose_files.is_empty() {
+        match translate_compose(&compose_files, compose) {
+            Ok(translation) => {
+                manifests.documents.extend(translation.documents);
+                manifests.warnings = translation.warnings;
+                manifests.stack = Some(translation.project);
+            }
+            Err(errs) => errors.extend(errs),
+        }
+    }
+    errors.extend(check_duplicates(&manifests.documents));
     if errors.is_empty() {
-        Ok(documents)
+        Ok(manifests)
     } else {
         Err(errors)
     }
+}
+
+/// Translates the compose files: variables from the process environment, then `.env`
+/// beside the first file (or `--env-file`); paths relative to the first file's directory.
+fn translate_compose(
+    files: &[SourceFile],
+    options: &ComposeOptions,
+) -> Result<compose::Translation, Vec<ManifestError>> {
+    let first = Path::new(&files[0].name);
+    let directory = match first.parent() {
+        Some(parent) if files[0].name != "<stdin>" && !parent.as_os_str().is_empty() => {
+            parent.to_path_buf()
+        }
+        _ => PathBuf::from("."),
+    };
+    // The directory's own name is the default project: `.` must become its real name.
+    let directory = fs::canonicalize(&directory).unwrap_or(directory);
+    let dotenv_path = options
+        .env_file
+        .clone()
+        .unwrap_or_else(|| directory.join(".env"));
+    let dotenv = match fs::read(&dotenv_path) {
+        Ok(bytes) => Some(SourceFile {
+            name: shown(&dotenv_path),
+            text: String::from_utf8_lossy(&bytes).into_owned(),
+        }),
+        // `.env` is optional; a named --env-file is not.
+        Err(err) if options.env_file.is_some() => {
+            return Err(vec![ManifestError::file(
+                shown(&dotenv_path),
+                describe(&err),
+            )]);
+        }
+        Err(_) => None,
+    };
+    let environment = |name: &str| std::env::var(name).ok();
+    let read_file = |path: &Path| fs::read_to_string(path).map_err(|err| describe(&err));
+    let project = options.project.clone();
+    compose::translate(
+        files,
+        &compose::Options {
+            project,
+            directory,
+            environment: &environment,
+            dotenv,
+            read_file: &read_file,
+            strict: options.strict,
+        },
+    )
 }
 
 /// Appends the manifest files under `dir` to `files` in kubectl's order (entries sorted by
@@ -158,8 +267,14 @@ mod tests {
     }
 
     fn read(paths: &[PathBuf], recursive: bool) -> Result<Vec<Document>, Vec<String>> {
-        read_manifests_from(paths, recursive, &mut io::empty())
-            .map_err(|errors| errors.iter().map(ToString::to_string).collect())
+        read_manifests_from(
+            paths,
+            recursive,
+            &ComposeOptions::default(),
+            &mut io::empty(),
+        )
+        .map(|manifests| manifests.documents)
+        .map_err(|errors| errors.iter().map(ToString::to_string).collect())
     }
 
     /// (source relative to `dir`, object name) of each document.
@@ -240,7 +355,14 @@ mod tests {
     #[test]
     fn dash_reads_stdin() {
         let mut stdin = io::Cursor::new(network("from-stdin"));
-        let docs = read_manifests_from(&[PathBuf::from("-")], false, &mut stdin).unwrap();
+        let docs = read_manifests_from(
+            &[PathBuf::from("-")],
+            false,
+            &ComposeOptions::default(),
+            &mut stdin,
+        )
+        .unwrap()
+        .documents;
         assert_eq!(docs.len(), 1);
         assert_eq!(
             (docs[0].source.as_str(), docs[0].object.meta().name.as_str()),
@@ -321,6 +443,72 @@ mod tests {
                      defined twice: first in {r}/a.yaml document 1 (line 1)"
                 ),
             ]
+        );
+    }
+
+    #[test]
+    fn compose_files_merge_into_one_project_with_dotenv_beside_the_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("My_Shop");
+        write(
+            &root,
+            "compose.yml",
+            "services:\n  web:\n    image: web:${TAG}\n    env_file: web.env\n",
+        );
+        write(
+            &root,
+            "override.yml",
+            "services:\n  web:\n    deploy: {replicas: 2}\n",
+        );
+        write(&root, ".env", "TAG=7\n");
+        write(&root, "web.env", "GREETING=hi\n");
+        write(&root, "extra.yaml", &network("other"));
+        let paths = [
+            root.join("compose.yml"),
+            root.join("override.yml"),
+            root.join("extra.yaml"),
+        ];
+        let manifests =
+            read_manifests_from(&paths, false, &ComposeOptions::default(), &mut io::empty())
+                .unwrap();
+        assert_eq!(manifests.stack.as_deref(), Some("my-shop"));
+        let names: Vec<(String, String)> = manifests
+            .documents
+            .iter()
+            .map(|d| {
+                let meta = d.object.meta();
+                (meta.namespace().to_string(), meta.name.clone())
+            })
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("default".to_string(), "other".to_string()),
+                ("my-shop".to_string(), "default".to_string()),
+                ("my-shop".to_string(), "web".to_string()),
+            ]
+        );
+        let dctl_apis::AnyObject::Service(web) = &manifests.documents[2].object else {
+            panic!("not a service");
+        };
+        assert_eq!(web.spec.template.image, "web:7");
+        assert_eq!(web.spec.replicas, Some(2));
+        assert_eq!(web.spec.template.env[0].value, "hi");
+
+        // -p and --env-file override; a named --env-file must exist.
+        let options = ComposeOptions {
+            project: Some("shop".into()),
+            env_file: Some(root.join("missing.env")),
+            strict: false,
+        };
+        let errors =
+            read_manifests_from(&paths[..1], false, &options, &mut io::empty()).unwrap_err();
+        assert_eq!(
+            errors[0].to_string(),
+            format!(
+                "{}: no such file or directory",
+                root.join("missing.env").display()
+            )
         );
     }
 }

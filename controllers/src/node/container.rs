@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use bollard::models::{
     ContainerCreateBody, EndpointSettings, HostConfig, Mount, MountType, NetworkingConfig,
-    PortBinding, PortMap, RestartPolicy, RestartPolicyNameEnum,
+    PortBinding, PortMap, ResourcesUlimits, RestartPolicy, RestartPolicyNameEnum,
 };
 use dctl_apis::template::MountType as TaskMountType;
 use dctl_apis::{QuantityError, Task, TaskTemplate};
@@ -84,15 +84,17 @@ pub fn container_name(namespace: &str, task_name: &str) -> String {
     format!("dctl.{namespace}.{task_name}")
 }
 
-/// The contract's labels (docs/task-lifecycle.md) over the agent's extra labels: an extra
-/// label cannot hide which node and task a container belongs to.
+/// The contract's labels (docs/task-lifecycle.md) over the template's and the agent's extra
+/// labels: neither can hide which node and task a container belongs to.
 pub fn labels(
     task: &Task,
     node_name: &str,
     extra: &BTreeMap<String, String>,
 ) -> HashMap<String, String> {
     let meta = &task.metadata;
-    let mut labels: HashMap<String, String> = extra.clone().into_iter().collect();
+    let mut labels: HashMap<String, String> =
+        task.spec.template.labels.clone().into_iter().collect();
+    labels.extend(extra.clone());
     labels.extend([
         (LABEL_MANAGED.to_string(), "true".to_string()),
         (LABEL_NODE.to_string(), node_name.to_string()),
@@ -155,7 +157,13 @@ pub fn plan(
     });
     let create = ContainerCreateBody {
         image: Some(template.image.clone()),
-        hostname: Some(hostname(task_name)),
+        hostname: Some(
+            template
+                .hostname
+                .clone()
+                .unwrap_or_else(|| hostname(task_name)),
+        ),
+        working_dir: template.working_dir.clone(),
         entrypoint: non_empty(&template.command),
         cmd: non_empty(&template.args),
         env: non_empty(
@@ -211,6 +219,7 @@ fn host_config(
             })
             .transpose()
     };
+    let non_empty = |list: &[String]| (!list.is_empty()).then(|| list.to_vec());
     let mounts: Vec<Mount> = template
         .mounts
         .iter()
@@ -242,6 +251,24 @@ fn host_config(
             name: Some(RestartPolicyNameEnum::NO),
             maximum_retry_count: None,
         }),
+        extra_hosts: non_empty(&template.extra_hosts),
+        init: template.init,
+        readonly_rootfs: template.read_only.then_some(true),
+        ulimits: (!template.ulimits.is_empty()).then(|| {
+            template
+                .ulimits
+                .iter()
+                .map(|u| ResourcesUlimits {
+                    name: Some(u.name.clone()),
+                    soft: Some(u.soft),
+                    hard: Some(u.hard),
+                })
+                .collect()
+        }),
+        sysctls: (!template.sysctls.is_empty())
+            .then(|| template.sysctls.clone().into_iter().collect()),
+        cap_add: non_empty(&template.cap_add),
+        cap_drop: non_empty(&template.cap_drop),
         ..Default::default()
     })
 }
@@ -540,6 +567,57 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn container_settings_beyond_the_process() {
+        let plan = plan_of(
+            json!({"image": "x", "workingDir": "/app", "hostname": "db-primary",
+                   "extraHosts": ["gw:10.0.0.1"], "init": true, "readOnly": true,
+                   "ulimits": [{"name": "nofile", "soft": 1024, "hard": 2048}],
+                   "sysctls": {"net.core.somaxconn": "1024"},
+                   "capAdd": ["NET_ADMIN"], "capDrop": ["ALL"]}),
+            &[],
+        );
+        let create = &plan.create;
+        assert_eq!(create.working_dir.as_deref(), Some("/app"));
+        assert_eq!(create.hostname.as_deref(), Some("db-primary"));
+        let host = create.host_config.as_ref().unwrap();
+        assert_eq!(host.extra_hosts, Some(vec!["gw:10.0.0.1".to_string()]));
+        assert_eq!((host.init, host.readonly_rootfs), (Some(true), Some(true)));
+        assert_eq!(
+            host.ulimits,
+            Some(vec![ResourcesUlimits {
+                name: Some("nofile".into()),
+                soft: Some(1024),
+                hard: Some(2048)
+            }])
+        );
+        assert_eq!(
+            host.sysctls,
+            Some(HashMap::from([(
+                "net.core.somaxconn".to_string(),
+                "1024".to_string()
+            )]))
+        );
+        assert_eq!(
+            (&host.cap_add, &host.cap_drop),
+            (
+                &Some(vec!["NET_ADMIN".to_string()]),
+                &Some(vec!["ALL".to_string()])
+            )
+        );
+        let bare = plan_of(json!({"image": "x"}), &[]).create;
+        let host = bare.host_config.unwrap();
+        assert_eq!(
+            (
+                bare.working_dir,
+                host.init,
+                host.readonly_rootfs,
+                host.cap_add
+            ),
+            (None, None, None, None)
+        );
     }
 
     #[test]

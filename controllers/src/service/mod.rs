@@ -7,6 +7,7 @@
 //! `docs/task-lifecycle.md`: this controller creates Tasks, sets their `desiredState`,
 //! deletes old history, and writes `Service.status`.
 
+pub mod dependencies;
 pub mod eligibility;
 mod expectations;
 pub mod naming;
@@ -48,6 +49,10 @@ const CACHE_WAIT: Duration = Duration::from_millis(200);
 /// How long a reconcile waits for its own last writes to reach the caches before it looks
 /// again; the writes' watch events normally trigger it well before.
 const EXPECTATION_WAIT: Duration = Duration::from_secs(1);
+
+/// How often a service held for its dependencies looks at them again (their changes do
+/// not trigger it).
+const DEPENDENCY_WAIT: Duration = Duration::from_secs(1);
 
 /// How soon a status write that lost a race (the user changed the spec meanwhile) is tried
 /// again; the change's own event normally comes first.
@@ -231,8 +236,19 @@ async fn reconcile(key: ObjectKey, ctx: Arc<Context>) -> Result<Action, Error> {
     }
     let owned = ctx.tasks_of(&service);
     let tasks: Vec<&Task> = owned.iter().map(AsRef::as_ref).collect();
-    let nodes = ctx.node_fits(&service, &tasks).await?;
     let now = chrono::Utc::now();
+    // Only a service that never had a task is held: dependencies order the start-up.
+    let holding = tasks.is_empty() && !service.spec.depends_on.is_empty();
+    let waits = if holding {
+        ctx.dependency_waits(&service)
+    } else {
+        Vec::new()
+    };
+    if !waits.is_empty() {
+        ctx.hold_for_dependencies(&service, &waits, now).await?;
+        return Ok(Action::requeue(DEPENDENCY_WAIT));
+    }
+    let nodes = ctx.node_fits(&service, &tasks).await?;
     let hash = revisions::current_hash(&service);
     let revision = ctx.revision(&service, &hash).await?;
     let mut plan = slots::plan(&Input {
@@ -271,6 +287,14 @@ async fn reconcile(key: ObjectKey, ctx: Arc<Context>) -> Result<Action, Error> {
     }
 
     let mut status = status::compute(&service, &tasks, desired, now);
+    if holding {
+        let met = dependencies::condition(&[], service.metadata.generation, now);
+        if dctl_apis::meta::set_condition(&mut status.conditions, met) {
+            let message = "Dependencies met: creating tasks";
+            ctx.event(&service, EventType::Normal, "DependenciesReady", message)
+                .await;
+        }
+    }
     status.rollout = step.status;
     status.revision = revision;
     status.revision_hash = hash;
@@ -406,6 +430,59 @@ impl Context {
         self.expectations.wrote(&key, &written);
         self.event(service, EventType::Warning, "RollbackStarted", &message)
             .await;
+        Ok(())
+    }
+
+    /// The service's dependencies that are not met, from the caches.
+    fn dependency_waits(&self, service: &Service) -> Vec<dependencies::Wait> {
+        let namespace = service.metadata.namespace();
+        let found: Vec<(Arc<Service>, Vec<Arc<Task>>)> = service
+            .spec
+            .depends_on
+            .iter()
+            .filter_map(|d| self.services.get(&ObjectKey::new(namespace, &d.service)))
+            .map(|other| {
+                let tasks = self.tasks_of(&other);
+                (other, tasks)
+            })
+            .collect();
+        dependencies::waiting_for(service, |name| {
+            found
+                .iter()
+                .find(|(other, _)| other.metadata.name == name)
+                .map(|(other, tasks)| (other.as_ref(), tasks.iter().map(AsRef::as_ref).collect()))
+        })
+    }
+
+    /// Says in the status (and, when it changes, in an event) what the service waits for.
+    async fn hold_for_dependencies(
+        &self,
+        service: &Service,
+        waits: &[dependencies::Wait],
+        now: dctl_apis::Time,
+    ) -> Result<(), Error> {
+        let mut status = service.status.clone().unwrap_or_default();
+        status.observed_generation = service.metadata.generation;
+        let condition = dependencies::condition(waits, service.metadata.generation, now);
+        let message = condition.message.clone();
+        let previous = dctl_apis::meta::find_condition(
+            &status.conditions,
+            dependencies::CONDITION_DEPENDENCIES_READY,
+        )
+        .map(|c| c.message.clone());
+        dctl_apis::meta::set_condition(&mut status.conditions, condition);
+        self.write_status(service, status).await?;
+        if previous.as_deref() != Some(message.as_str()) {
+            // The condition's "waiting for …" as a sentence: "Waiting for …".
+            let message = format!("W{}", message.strip_prefix('w').unwrap_or(&message));
+            self.event(
+                service,
+                EventType::Normal,
+                "WaitingForDependencies",
+                &message,
+            )
+            .await;
+        }
         Ok(())
     }
 

@@ -5,10 +5,9 @@ use std::process::ExitCode;
 use clap::Args;
 use dctl_apis::{GitSync, Kind};
 use dctl_runtime::apply::{Applier, Outcome};
-use dctl_runtime::manifest_files;
 use dctl_runtime::ObjectKey;
 
-use crate::commands::{object_name, wait};
+use crate::commands::{object_name, prune, read_manifests, wait};
 use crate::exit::{CliError, Exit};
 use crate::{connect, FileArgs};
 
@@ -26,14 +25,24 @@ pub struct ApplyArgs {
     /// With --wait: give up after this long (`90s`, `5m`).
     #[arg(long, requires = "wait")]
     timeout: Option<dctl_apis::Duration>,
+    /// Compose stacks: delete the stack's services and networks that the files no longer
+    /// define (those in the project's namespace labelled with its stack).
+    #[arg(long)]
+    prune: bool,
 }
 
 pub async fn run(endpoints: &[String], args: ApplyArgs) -> Result<ExitCode, CliError> {
     // Every document is read and validated before anything is written.
-    let documents = manifest_files::read_manifests(&args.files.files, args.files.recursive)
-        .map_err(|errors| CliError::manifests(&errors))?;
+    let files = &args.files;
+    let manifests = read_manifests(&files.files, files.recursive, &files.compose)?;
+    let documents = manifests.documents;
     if documents.is_empty() {
         return Err(CliError::new(Exit::Invalid, "no objects passed to apply"));
+    }
+    if args.prune && manifests.stack.is_none() {
+        return Err(CliError::usage(
+            "--prune works on compose stacks: it deletes what the compose files no longer define",
+        ));
     }
     let store = connect::store(endpoints).await?;
     let suffix = if args.dry_run { " (dry run)" } else { "" };
@@ -76,6 +85,12 @@ pub async fn run(endpoints: &[String], args: ApplyArgs) -> Result<ExitCode, CliE
     }
     if let Some(err) = first_error {
         return Ok(ExitCode::from(err.exit as u8));
+    }
+    if let (true, Some(stack)) = (args.prune, &manifests.stack) {
+        let pruned = prune::stack(&store, stack, &documents, args.dry_run).await?;
+        for name in pruned {
+            println!("{name} pruned{suffix}");
+        }
     }
     if args.wait && !args.dry_run && !changed_services.is_empty() {
         wait::rollouts(&store, &changed_services, args.timeout.map(|t| t.as_std())).await?;

@@ -6,10 +6,9 @@ use clap::Args;
 use dctl_apis::{with_kind, Kind, Resource};
 use dctl_runtime::store::{Deleted, Store};
 
-use crate::commands::{namespace_for, parse_kind_and_names};
-use crate::connect;
+use crate::commands::{namespace_for, parse_kind_and_names, read_manifests};
 use crate::exit::{CliError, Exit};
-use dctl_runtime::manifest_files;
+use crate::{connect, ComposeArgs};
 
 #[derive(Args)]
 pub struct DeleteArgs {
@@ -27,6 +26,8 @@ pub struct DeleteArgs {
     /// Succeed when an object is already gone.
     #[arg(long)]
     ignore_not_found: bool,
+    #[command(flatten)]
+    compose: ComposeArgs,
 }
 
 pub async fn run(endpoints: &[String], args: DeleteArgs) -> Result<ExitCode, CliError> {
@@ -47,9 +48,13 @@ pub async fn run(endpoints: &[String], args: DeleteArgs) -> Result<ExitCode, Cli
         let namespace = namespace_for(kind, args.namespace.as_deref());
         targets.extend(names.into_iter().map(|n| (kind, namespace.clone(), n)));
     } else {
-        let documents = manifest_files::read_manifests(&args.files, args.recursive)
-            .map_err(|errors| CliError::manifests(&errors))?;
-        for document in &documents {
+        let manifests = read_manifests(&args.files, args.recursive, &args.compose)?;
+        let mut documents: Vec<_> = manifests.documents.iter().collect();
+        if manifests.stack.is_some() {
+            // A stack's services go before the networks their tasks are attached to.
+            documents.sort_by_key(|d| d.object.kind() != Kind::Service);
+        }
+        for document in documents {
             let meta = document.object.meta();
             targets.push((
                 document.object.kind(),

@@ -12,7 +12,7 @@ use dctl_runtime::events;
 use dctl_runtime::store::Store;
 use serde_json::Value;
 
-use crate::commands::{namespace_for, parse_kind_and_names};
+use crate::commands::{namespace_for, parse_kind_and_names, stacks};
 use crate::connect;
 use crate::exit::CliError;
 use crate::printers::{age, Table};
@@ -28,6 +28,10 @@ pub struct DescribeArgs {
 }
 
 pub async fn run(endpoints: &[String], args: DescribeArgs) -> Result<ExitCode, CliError> {
+    if stacks::is_stack_kind(&args.kind) {
+        let store = connect::store(endpoints).await?;
+        return stacks::describe(&store, &args.kind, &args.names).await;
+    }
     let (kind, names) = parse_kind_and_names(&args.kind, &args.names)?;
     if names.is_empty() {
         return Err(CliError::usage(format!(

@@ -7,11 +7,10 @@ use dctl_apis::{manifest, with_object, Resource};
 use dctl_runtime::store::Store;
 use similar::TextDiff;
 
-use crate::commands::object_name;
+use crate::commands::{object_name, read_manifests};
 use crate::exit::CliError;
 use crate::{connect, FileArgs};
 use dctl_runtime::apply::merged;
-use dctl_runtime::manifest_files;
 
 #[derive(Args)]
 pub struct DiffArgs {
@@ -20,8 +19,8 @@ pub struct DiffArgs {
 }
 
 pub async fn run(endpoints: &[String], args: DiffArgs) -> Result<ExitCode, CliError> {
-    let documents = manifest_files::read_manifests(&args.files.files, args.files.recursive)
-        .map_err(|errors| CliError::manifests(&errors))?;
+    let files = &args.files;
+    let documents = read_manifests(&files.files, files.recursive, &files.compose)?.documents;
     let store = connect::store(endpoints).await?;
     let mut differs = false;
     for document in &documents {

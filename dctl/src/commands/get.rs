@@ -12,7 +12,7 @@ use dctl_runtime::watcher::{self, Event};
 use dctl_runtime::ObjectKey;
 use futures::StreamExt;
 
-use crate::commands::{namespace_for, parse_kind_and_names};
+use crate::commands::{namespace_for, parse_kind_and_names, stacks};
 use crate::connect;
 use crate::exit::{CliError, Exit};
 use crate::printers::{OutputFormat, Printable, Printer};
@@ -73,6 +73,10 @@ impl Filter {
 }
 
 pub async fn run(endpoints: &[String], args: GetArgs) -> Result<ExitCode, CliError> {
+    if stacks::is_stack_kind(&args.kind) {
+        let store = connect::store(endpoints).await?;
+        return stacks::get(&store, &args.kind, &args.names).await;
+    }
     let (kind, names) = parse_kind_and_names(&args.kind, &args.names)?;
     let selector = match &args.selector {
         Some(text) => Some(LabelSelector::parse(text).map_err(|err| {

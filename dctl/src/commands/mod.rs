@@ -1,6 +1,7 @@
 //! One module per CLI verb.
 
 pub mod apply;
+pub mod convert;
 pub mod delete;
 pub mod describe;
 pub mod diff;
@@ -8,13 +9,42 @@ pub mod get;
 pub mod gitsync;
 pub mod logs;
 pub mod node;
+pub mod prune;
 pub mod rollout;
 pub mod scale;
+pub mod stacks;
 pub mod wait;
 
+use std::path::PathBuf;
+
 use dctl_apis::{meta::DEFAULT_NAMESPACE, Kind};
+use dctl_runtime::manifest_files::{self, ComposeOptions, Manifests};
 
 use crate::exit::{CliError, Exit};
+use crate::ComposeArgs;
+
+/// Reads and translates what `-f` names, printing the compose translation's warnings to
+/// stderr (one per key dctl cannot honour).
+///
+/// # Errors
+/// Every problem of every file, as exit code 3 (nothing was written).
+pub fn read_manifests(
+    files: &[PathBuf],
+    recursive: bool,
+    compose: &ComposeArgs,
+) -> Result<Manifests, CliError> {
+    let options = ComposeOptions {
+        project: compose.project.clone(),
+        env_file: compose.env_file.clone(),
+        strict: compose.strict,
+    };
+    let manifests = manifest_files::read_manifests_and_compose(files, recursive, &options)
+        .map_err(|errors| CliError::manifests(&errors))?;
+    for warning in &manifests.warnings {
+        eprintln!("warning: {warning}");
+    }
+    Ok(manifests)
+}
 
 /// The kind named on the command line: singular, plural or short name (`svc`, `no`).
 pub fn parse_kind(name: &str) -> Result<Kind, CliError> {
