@@ -621,6 +621,13 @@ async fn a_dependent_service_gets_no_task_until_its_dependency_is_ready() {
     })
     .await;
     assert!(h.tasks().await.iter().all(|t| t.spec.service_name != "web"));
+    // Held, it still shows what it wants (`get svc`: READY 0/1).
+    let held: Service = h.store.get(NS, "web").await.unwrap();
+    let wanted = web.spec.replicas.unwrap_or(1);
+    assert_eq!(
+        held.status.map(|s| (s.replicas, s.ready_replicas)),
+        Some((wanted, 0))
+    );
     // db running and Ready: web starts.
     h.run_on(&db_tasks[0], "n1").await;
     h.current("web", 1).await;

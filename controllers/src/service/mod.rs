@@ -244,11 +244,13 @@ async fn reconcile(key: ObjectKey, ctx: Arc<Context>) -> Result<Action, Error> {
     } else {
         Vec::new()
     };
+    let nodes = ctx.node_fits(&service, &tasks).await?;
     if !waits.is_empty() {
-        ctx.hold_for_dependencies(&service, &waits, now).await?;
+        let desired = status::desired_replicas(&service, &tasks, &nodes);
+        ctx.hold_for_dependencies(&service, &waits, desired, now)
+            .await?;
         return Ok(Action::requeue(DEPENDENCY_WAIT));
     }
-    let nodes = ctx.node_fits(&service, &tasks).await?;
     let hash = revisions::current_hash(&service);
     let revision = ctx.revision(&service, &hash).await?;
     let mut plan = slots::plan(&Input {
@@ -454,15 +456,18 @@ impl Context {
         })
     }
 
-    /// Says in the status (and, when it changes, in an event) what the service waits for.
+    /// Says in the status (and, when it changes, in an event) what the service waits for;
+    /// its desired replicas show meanwhile (`get svc`: READY 0/3, not 0/0).
     async fn hold_for_dependencies(
         &self,
         service: &Service,
         waits: &[dependencies::Wait],
+        desired: u32,
         now: dctl_apis::Time,
     ) -> Result<(), Error> {
         let mut status = service.status.clone().unwrap_or_default();
         status.observed_generation = service.metadata.generation;
+        status.replicas = desired;
         let condition = dependencies::condition(waits, service.metadata.generation, now);
         let message = condition.message.clone();
         let previous = dctl_apis::meta::find_condition(
