@@ -7,6 +7,9 @@ use std::process::Command;
 /// `docker ps -a --filter label=dctl.test`.
 pub const TEST_LABEL: &str = "dctl.test";
 
+/// How long Docker calls sent by killed daemons are given to land before the second pass.
+const LATE_CREATES: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// A unique test-run id; removes everything labelled with it when dropped.
 pub struct DockerLeftovers {
     pub run_id: String,
@@ -27,9 +30,14 @@ impl DockerLeftovers {
         (TEST_LABEL.to_string(), self.run_id.clone())
     }
 
-    /// Removes every container and network labelled with this run id.
+    /// Removes every container and network labelled with this run id, twice: a create
+    /// that a just-killed agent had sent still completes inside dockerd, after the first
+    /// pass listed the containers (seen: a `Created` container left by a finished test).
     pub fn remove(&self) {
-        remove_labelled(&format!("{TEST_LABEL}={}", self.run_id));
+        let label = format!("{TEST_LABEL}={}", self.run_id);
+        remove_labelled(&label);
+        std::thread::sleep(LATE_CREATES);
+        remove_labelled(&label);
     }
 }
 
