@@ -268,3 +268,28 @@ fn a_paused_service_starts_no_batch() {
     let step = step_for(&service, &[old("a", 1), old("b", 2)]);
     assert_eq!((state(&step), step.start), (RolloutState::Paused, 0));
 }
+
+#[test]
+fn the_monitor_window_starts_once_the_first_readiness_probe_could_run() {
+    let mut service = rolling(1, 900);
+    service.spec.update.monitor = Some(ApiDuration::from_secs(5));
+    let probe = serde_json::json!({
+        "httpGet": {"path": "/ready", "port": 8080}, "initialDelaySeconds": 10, "periodSeconds": 5,
+    });
+    service.spec.template.probes.readiness = Some(serde_json::from_value(probe).unwrap());
+    rollout_of(&mut service).target = target(&service);
+    let started_at = |secs| {
+        let mut task = ready(new("a2", 1, 950).of(&service), secs);
+        let conditions = &mut task.0.status.as_mut().unwrap().conditions;
+        conditions.retain(|c| c.type_ != dctl_apis::task::CONDITION_READY);
+        task
+    };
+    // 10 s after its start: its first probe (10 s delay + one 5 s period) is still due, so
+    // the 5 s window runs until 20 s after the start.
+    let step = step_for(&service, &[started_at(990), old("a", 1)]);
+    assert_eq!(state(&step), RolloutState::Updating);
+    assert_eq!(step.requeue_after, Some(std::time::Duration::from_secs(10)));
+    // 25 s after its start and still not Ready: a failure.
+    let step = step_for(&service, &[started_at(975), old("a", 1)]);
+    assert_eq!(state(&step), RolloutState::Paused);
+}
