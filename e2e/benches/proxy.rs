@@ -25,7 +25,7 @@ use dctl_e2e::cluster::Cluster;
 use dctl_e2e::load::{free_port, get_once, get_once_at, post};
 use dctl_e2e::stats::{median, ms, percentile};
 use dctl_e2e::swarm::{docker_cli, stderr};
-use dctl_e2e::traffic::{apply, scale_under_load, service, wait_ready, CONVERGE};
+use dctl_e2e::traffic::{scale_under_load, service, wait_ready, CONVERGE};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -53,7 +53,9 @@ async fn main() {
 /// Part 2: short requests and a bulk stream, three ways.
 async fn throughput(cluster: &Cluster) {
     let port = free_port();
-    apply(cluster, "bulk.yaml", &service("bulk", 1, port, "", "")).await;
+    cluster
+        .apply("bulk.yaml", &service("bulk", 1, port, "", ""))
+        .await;
     let endpoints = wait_ready(cluster, "bulk", 1).await;
     let task = &endpoints.spec.endpoints[0].task;
     let direct = task_address(cluster, task).await;
@@ -279,7 +281,7 @@ async fn readiness_reaction(cluster: &Cluster) {
         "periodSeconds: 1}",
         &format!("periodSeconds: {}, failureThreshold: 1}}", PERIOD.as_secs()),
     );
-    apply(cluster, "flip.yaml", &manifest).await;
+    cluster.apply("flip.yaml", &manifest).await;
     let endpoints = wait_ready(cluster, "flip", 2).await;
     let tasks: Vec<String> = endpoints
         .spec

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
+use dctl_apis::Task;
 use tokio::process::{Child, Command};
 
 use crate::docker::DockerLeftovers;
@@ -200,6 +201,50 @@ impl Cluster {
             ));
         }
         out
+    }
+
+    /// Writes `yaml` as `file` in the test's directory and applies it with `dctl apply -f`;
+    /// panics unless that succeeds.
+    pub async fn apply(&self, file: &str, yaml: &str) {
+        let path = self.env.write(file, yaml);
+        self.env
+            .dctl(&["apply", "-f", path.to_str().unwrap()])
+            .await
+            .success();
+    }
+
+    /// Waits until exactly `n` of the run's containers run (of `service`, if given);
+    /// returns them.
+    pub async fn running(
+        &self,
+        service: Option<&str>,
+        n: usize,
+        timeout: Duration,
+    ) -> Vec<Container> {
+        let what = match service {
+            Some(service) => format!("{n} running containers of {service}"),
+            None => format!("{n} running containers"),
+        };
+        self.wait_for(&what, timeout, || async {
+            let containers: Vec<Container> = self
+                .containers()
+                .into_iter()
+                .filter(|c| service.is_none_or(|s| c.service == s))
+                .collect();
+            (containers.len() == n).then_some(containers)
+        })
+        .await
+    }
+
+    /// The Tasks stored in `namespace`.
+    pub async fn tasks(&self, namespace: &str) -> Vec<Task> {
+        self.env
+            .store()
+            .await
+            .list::<Task>(Some(namespace))
+            .await
+            .expect("tasks listed")
+            .items
     }
 
     /// The ids of this run's running containers, with their labels.

@@ -34,15 +34,6 @@ spec:
     )
 }
 
-pub async fn apply(cluster: &Cluster, file: &str, yaml: &str) {
-    let path = cluster.env.write(file, yaml);
-    cluster
-        .env
-        .dctl(&["apply", "-f", path.to_str().unwrap()])
-        .await
-        .success();
-}
-
 pub async fn scale(cluster: &Cluster, service: &str, replicas: u32) {
     let target = format!("{service}={replicas}");
     cluster
@@ -79,12 +70,9 @@ pub async fn wait_ready(cluster: &Cluster, service: &str, n: usize) -> Endpoints
 /// Scales `web` 1 → 3 → 1 under load; returns what the clients saw.
 pub async fn scale_under_load(cluster: &Cluster, port: u16, annotations: &str) -> Arc<Tally> {
     let env = "{name: STARTUP_DELAY, value: 3s}";
-    apply(
-        cluster,
-        "web.yaml",
-        &service("web", 1, port, annotations, env),
-    )
-    .await;
+    cluster
+        .apply("web.yaml", &service("web", 1, port, annotations, env))
+        .await;
     wait_ready(cluster, "web", 1).await;
     cluster
         .wait_for("web to answer through the proxy", CONVERGE, || async {

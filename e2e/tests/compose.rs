@@ -6,7 +6,7 @@ use std::time::Duration;
 use dctl_apis::meta::find_condition;
 use dctl_apis::task::{TaskDesiredState, TaskState, CONDITION_READY, CONDITION_STARTED};
 use dctl_apis::{ConditionStatus, Task, Time};
-use dctl_e2e::cluster::{Cluster, Container};
+use dctl_e2e::cluster::Cluster;
 
 const CONVERGE: Duration = Duration::from_secs(90);
 /// Unique per test so its Docker networks (`PROJECT_NAME`) clash with no other test's.
@@ -81,8 +81,8 @@ async fn a_compose_stack_comes_up_in_dependency_order_and_rolls_only_what_change
 
     // Up in dependency order: api's task is created only once db is Ready; web's only
     // once api's task runs.
-    let containers = running(&cluster, 3).await;
-    let tasks = tasks(&cluster).await;
+    let containers = cluster.running(None, 3, CONVERGE).await;
+    let tasks = cluster.tasks(PROJECT).await;
     let db_ready = ready_since(&tasks, "db").expect("db is Ready");
     let api_created = created(&tasks, "api");
     assert!(
@@ -181,7 +181,7 @@ async fn a_compose_stack_comes_up_in_dependency_order_and_rolls_only_what_change
         "{}",
         pruned.stdout
     );
-    running(&cluster, 2).await;
+    cluster.running(None, 2, CONVERGE).await;
 
     let deleted = cluster.env.dctl(&["delete", "-f", &file]).await.success();
     assert!(
@@ -194,27 +194,6 @@ async fn a_compose_stack_comes_up_in_dependency_order_and_rolls_only_what_change
             cluster.containers().is_empty().then_some(())
         })
         .await;
-}
-
-/// Waits until the run has exactly `n` running containers; returns them.
-async fn running(cluster: &Cluster, n: usize) -> Vec<Container> {
-    cluster
-        .wait_for(&format!("{n} running containers"), CONVERGE, || async {
-            let containers = cluster.containers();
-            (containers.len() == n).then_some(containers)
-        })
-        .await
-}
-
-async fn tasks(cluster: &Cluster) -> Vec<Task> {
-    cluster
-        .env
-        .store()
-        .await
-        .list::<Task>(Some(PROJECT))
-        .await
-        .expect("tasks listed")
-        .items
 }
 
 fn current<'a>(tasks: &'a [Task], service: &str) -> &'a Task {

@@ -26,50 +26,12 @@ spec:
     )
 }
 
-async fn apply(cluster: &Cluster, file: &str, yaml: &str) {
-    let path = cluster.env.write(file, yaml);
-    cluster
-        .env
-        .dctl(&["apply", "-f", path.to_str().unwrap()])
-        .await
-        .success();
-}
-
-/// Waits until the service has exactly `n` running containers; returns them.
-async fn running(cluster: &Cluster, service: &str, n: usize) -> Vec<dctl_e2e::cluster::Container> {
-    cluster
-        .wait_for(
-            &format!("{n} running containers of {service}"),
-            CONVERGE,
-            || async {
-                let containers: Vec<_> = cluster
-                    .containers()
-                    .into_iter()
-                    .filter(|c| c.service == service)
-                    .collect();
-                (containers.len() == n).then_some(containers)
-            },
-        )
-        .await
-}
-
-async fn tasks(cluster: &Cluster) -> Vec<Task> {
-    cluster
-        .env
-        .store()
-        .await
-        .list::<Task>(Some("e2e"))
-        .await
-        .unwrap()
-        .items
-}
-
 #[tokio::test]
 async fn apply_scale_and_delete_converge_the_containers() {
     let mut cluster = Cluster::start("apply-scale").await;
     cluster.start_agent("n1", &[]);
-    apply(&cluster, "web.yaml", &service("web", 3, "")).await;
-    running(&cluster, "web", 3).await;
+    cluster.apply("web.yaml", &service("web", 3, "")).await;
+    cluster.running(Some("web"), 3, CONVERGE).await;
     cluster
         .wait_for("READY 3/3", CONVERGE, || async {
             let out = cluster.env.dctl(&["get", "svc", "web", "-n", "e2e"]).await;
@@ -82,23 +44,23 @@ async fn apply_scale_and_delete_converge_the_containers() {
         .dctl(&["scale", "service/web=5", "-n", "e2e"])
         .await
         .success();
-    running(&cluster, "web", 5).await;
+    cluster.running(Some("web"), 5, CONVERGE).await;
     cluster
         .env
         .dctl(&["scale", "service/web=1", "-n", "e2e"])
         .await
         .success();
-    running(&cluster, "web", 1).await;
+    cluster.running(Some("web"), 1, CONVERGE).await;
 
     cluster
         .env
         .dctl(&["delete", "svc", "web", "-n", "e2e"])
         .await
         .success();
-    running(&cluster, "web", 0).await;
+    cluster.running(Some("web"), 0, CONVERGE).await;
     cluster
         .wait_for("the tasks to be deleted", CONVERGE, || async {
-            tasks(&cluster).await.is_empty().then_some(())
+            cluster.tasks("e2e").await.is_empty().then_some(())
         })
         .await;
 }
@@ -107,13 +69,13 @@ async fn apply_scale_and_delete_converge_the_containers() {
 async fn a_container_removed_by_hand_is_replaced_and_a_restarted_agent_adopts_its_own() {
     let mut cluster = Cluster::start("replace-adopt").await;
     let node = cluster.start_agent("n1", &[]);
-    apply(
-        &cluster,
-        "web.yaml",
-        &service("web", 2, "    restartPolicy: {delay: 500ms}\n"),
-    )
-    .await;
-    let before = running(&cluster, "web", 2).await;
+    cluster
+        .apply(
+            "web.yaml",
+            &service("web", 2, "    restartPolicy: {delay: 500ms}\n"),
+        )
+        .await;
+    let before = cluster.running(Some("web"), 2, CONVERGE).await;
 
     std::process::Command::new("docker")
         .args(["rm", "-f", &before[0].id])
@@ -125,7 +87,8 @@ async fn a_container_removed_by_hand_is_replaced_and_a_restarted_agent_adopts_it
             (now.len() == 2 && !now.iter().any(|c| c.id == before[0].id)).then_some(now)
         })
         .await;
-    let failed: Vec<Task> = tasks(&cluster)
+    let failed: Vec<Task> = cluster
+        .tasks("e2e")
         .await
         .into_iter()
         .filter(|t| {
@@ -180,11 +143,15 @@ async fn constraints_and_spread_hold_across_two_nodes_and_drain_moves_tasks() {
         .await;
 
     let constrained = "  placement:\n    constraints: [\"node.labels.tier == frontend\"]\n";
-    apply(&cluster, "fe.yaml", &service("fe", 2, constrained)).await;
-    apply(&cluster, "spread.yaml", &service("spread", 4, "")).await;
-    let fe = running(&cluster, "fe", 2).await;
+    cluster
+        .apply("fe.yaml", &service("fe", 2, constrained))
+        .await;
+    cluster
+        .apply("spread.yaml", &service("spread", 4, ""))
+        .await;
+    let fe = cluster.running(Some("fe"), 2, CONVERGE).await;
     assert!(fe.iter().all(|c| c.node == front), "{fe:?}");
-    let spread = running(&cluster, "spread", 4).await;
+    let spread = cluster.running(Some("spread"), 4, CONVERGE).await;
     let on_front = spread.iter().filter(|c| c.node == front).count();
     assert_eq!(on_front, 2, "4 replicas spread 2/2: {spread:?}");
 
@@ -218,7 +185,9 @@ async fn a_constraint_no_node_meets_leaves_the_task_pending_with_the_reason() {
     let mut cluster = Cluster::start("pending").await;
     cluster.start_agent("n1", &[("tier", "web")]);
     let constrained = "  placement:\n    constraints: [\"node.labels.tier == db\"]\n";
-    apply(&cluster, "db.yaml", &service("db", 1, constrained)).await;
+    cluster
+        .apply("db.yaml", &service("db", 1, constrained))
+        .await;
     let line = cluster
         .wait_for("the pending explanation", CONVERGE, || async {
             let out = cluster.env.dctl(&["get", "tasks", "-n", "e2e"]).await;
@@ -257,10 +226,13 @@ async fn on_failure_with_max_attempts_3_replaces_exactly_3_times() {
     let mut cluster = Cluster::start("max-attempts").await;
     cluster.start_agent("n1", &[]);
     let crashing = "    env: [{name: CRASH_AFTER, value: 1s}]\n    restartPolicy: {condition: on-failure, delay: 200ms, maxAttempts: 3}\n";
-    apply(&cluster, "crash.yaml", &service("crash", 1, crashing)).await;
+    cluster
+        .apply("crash.yaml", &service("crash", 1, crashing))
+        .await;
     cluster
         .wait_for("four failed tasks", Duration::from_secs(90), || async {
-            let failed = tasks(&cluster)
+            let failed = cluster
+                .tasks("e2e")
                 .await
                 .iter()
                 .filter(|t| {
@@ -274,7 +246,7 @@ async fn on_failure_with_max_attempts_3_replaces_exactly_3_times() {
         .await;
     // Past the longest backoff the policy could still wait: no fifth task comes.
     tokio::time::sleep(Duration::from_secs(6)).await;
-    let all = tasks(&cluster).await;
+    let all = cluster.tasks("e2e").await;
     assert_eq!(
         all.len(),
         4,
@@ -302,7 +274,7 @@ kind: Network
 metadata: {name: second, namespace: e2e}
 spec: {subnet: 10.231.7.0/24}
 ";
-    apply(&cluster, "nets.yaml", networks).await;
+    cluster.apply("nets.yaml", networks).await;
     let store = cluster.env.store().await;
     let message = cluster
         .wait_for("the overlap condition", CONVERGE, || async {
@@ -346,8 +318,8 @@ async fn a_silent_node_has_its_tasks_replaced_and_a_standby_manager_takes_over()
 
     // The leader dies; the standby must do the work from here on.
     cluster.managers[0].kill().await;
-    apply(&cluster, "web.yaml", &service("web", 2, "")).await;
-    let placed = running(&cluster, "web", 2).await;
+    cluster.apply("web.yaml", &service("web", 2, "")).await;
+    let placed = cluster.running(Some("web"), 2, CONVERGE).await;
     assert_eq!(
         placed.iter().filter(|c| c.node == n1).count(),
         1,
@@ -422,12 +394,13 @@ spec: {{driver: bridge}}
             "    args: [--upstream, 'http://api:8080']\n    networks: [{name: shared, aliases: [front]}]\n"
         )
     );
-    apply(&cluster, "app.yaml", &manifests).await;
-    running(&cluster, "api", 1).await;
-    running(&cluster, "web", 1).await;
+    cluster.apply("app.yaml", &manifests).await;
+    cluster.running(Some("api"), 1, CONVERGE).await;
+    cluster.running(Some("web"), 1, CONVERGE).await;
     let web_address = cluster
         .wait_for("web's address", CONVERGE, || async {
-            let web = tasks(&cluster)
+            let web = cluster
+                .tasks("e2e")
                 .await
                 .into_iter()
                 .find(|t| t.spec.service_name == "web")?;
@@ -459,11 +432,13 @@ async fn a_task_failing_its_liveness_probe_is_killed_and_replaced_with_its_resta
       liveness: {httpGet: {path: /healthz, port: http}, periodSeconds: 1, failureThreshold: 2}
       readiness: {tcpSocket: {port: http}, periodSeconds: 1}
 ";
-    apply(&cluster, "live.yaml", &service("live", 1, probes)).await;
-    let first = running(&cluster, "live", 1).await.remove(0);
+    cluster
+        .apply("live.yaml", &service("live", 1, probes))
+        .await;
+    let first = cluster.running(Some("live"), 1, CONVERGE).await.remove(0);
     let address = cluster
         .wait_for("the task ready with an address", CONVERGE, || async {
-            let task = tasks(&cluster).await.into_iter().next()?;
+            let task = cluster.tasks("e2e").await.into_iter().next()?;
             let status = task.status?;
             let ready = status
                 .conditions
@@ -478,7 +453,7 @@ async fn a_task_failing_its_liveness_probe_is_killed_and_replaced_with_its_resta
 
     let replacement = cluster
         .wait_for("a replacement task running", CONVERGE, || async {
-            let all = tasks(&cluster).await;
+            let all = cluster.tasks("e2e").await;
             let old = all.iter().find(|t| t.metadata.name == first.task)?;
             let old_status = old.status.as_ref()?;
             if old_status.state != TaskState::Failed {

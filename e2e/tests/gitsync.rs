@@ -22,23 +22,6 @@ spec:
     )
 }
 
-async fn running(cluster: &Cluster, n: usize) {
-    cluster
-        .wait_for(
-            &format!("{n} running containers of web"),
-            CONVERGE,
-            || async {
-                let count = cluster
-                    .containers()
-                    .iter()
-                    .filter(|c| c.service == "web")
-                    .count();
-                (count == n).then_some(())
-            },
-        )
-        .await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gitsync_runs_the_services_of_its_repository() {
     let mut cluster = Cluster::start("gitsync").await;
@@ -66,7 +49,7 @@ spec:
         .dctl(&["apply", "-f", sync.to_str().unwrap()])
         .await
         .success();
-    running(&cluster, 2).await;
+    cluster.running(Some("web"), 2, CONVERGE).await;
     let shown = cluster
         .wait_for(
             "dctl get gitsyncs to show the revision",
@@ -88,7 +71,7 @@ spec:
     // A commit scales it down: the sync follows, and the table shows the new revision.
     repo.write("apps/web.yaml", &service(1));
     let second = repo.commit("web, one replica");
-    running(&cluster, 1).await;
+    cluster.running(Some("web"), 1, CONVERGE).await;
     cluster
         .wait_for("the second revision shown", CONVERGE, || async {
             let out = cluster
@@ -123,7 +106,7 @@ spec:
             (web["spec"]["replicas"] == 1).then_some(())
         })
         .await;
-    running(&cluster, 1).await;
+    cluster.running(Some("web"), 1, CONVERGE).await;
 
     let reconciled = cluster
         .env

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use dctl_apis::Task;
 use dctl_e2e::cluster::Cluster;
 use dctl_e2e::load::{free_port, get_once, post, Load};
-use dctl_e2e::traffic::{apply, endpoints, scale_under_load, service, wait_ready, CONVERGE};
+use dctl_e2e::traffic::{endpoints, scale_under_load, service, wait_ready, CONVERGE};
 
 #[tokio::test]
 async fn scaling_under_load_drops_no_request() {
@@ -54,10 +54,12 @@ async fn without_readiness_gating_scaling_drops_requests() {
 async fn a_task_that_is_not_ready_gets_no_traffic_and_is_not_restarted() {
     let cluster = Cluster::start_with_proxy_on_n1("traffic-readiness").await;
     let (port, idle_port) = (free_port(), free_port());
-    apply(&cluster, "web.yaml", &service("web", 3, port, "", "")).await;
+    cluster
+        .apply("web.yaml", &service("web", 3, port, "", ""))
+        .await;
     let never_ready = "{name: READY, value: \"false\"}";
     let idle = service("idle", 1, idle_port, "", never_ready);
-    apply(&cluster, "idle.yaml", &idle).await;
+    cluster.apply("idle.yaml", &idle).await;
     let ready = wait_ready(&cluster, "web", 3).await;
 
     // No Ready endpoint: refused at once, not left hanging.
@@ -171,7 +173,7 @@ spec:
     - {{port: {port}, targetPort: http}}
 "
     );
-    apply(&cluster, "hc.yaml", &manifest).await;
+    cluster.apply("hc.yaml", &manifest).await;
     let ready = wait_ready(&cluster, "hc", 2).await;
     let store = cluster.env.store().await;
     for endpoint in &ready.spec.endpoints {
@@ -264,7 +266,7 @@ spec:
     - {{port: {port}, targetPort: echo, protocol: udp}}
 "
     );
-    apply(&cluster, "echo.yaml", &manifest).await;
+    cluster.apply("echo.yaml", &manifest).await;
     let ready = wait_ready(&cluster, "echo", 2).await;
     let clients = udp_clients(8).await;
     let answers = cluster
