@@ -16,6 +16,7 @@ use bollard::query_parameters::ListTasksOptionsBuilder;
 use bollard::Docker;
 use dctl_apis::Service;
 use dctl_e2e::cluster::Cluster;
+use dctl_e2e::stats::{median, ms};
 use dctl_e2e::swarm::{docker_cli, stderr, Swarm};
 
 const SERVICES: usize = 50;
@@ -200,13 +201,4 @@ async fn stack_tasks(docker: &Docker, state: Option<SwarmTaskState>) -> usize {
         .iter()
         .filter(|t| state.is_none() || t.status.as_ref().and_then(|s| s.state) == state)
         .count()
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
-fn median(mut values: Vec<Duration>) -> Option<Duration> {
-    values.sort();
-    values.get(values.len() / 2).copied()
 }

@@ -9,6 +9,7 @@
 use std::time::{Duration, Instant};
 
 use dctl_apis::{manifest, Service};
+use dctl_e2e::stats::ms;
 use dctl_e2e::TestEnv;
 use dctl_runtime::store::Store;
 use etcd_client::{Compare, CompareOp, GetOptions, KvClient, Txn, TxnOp};
@@ -414,8 +415,4 @@ fn report(count: usize, operation: &str, in_flight: usize, elapsed: [Duration; 3
         "{count:<8} {operation:<10} {in_flight:>9} {put_rate:>11.0} {txn_rate:>11} {typed_rate:>11.0} {:>8.2}x {vs_txn:>9}",
         typed_rate / put_rate
     );
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
 }

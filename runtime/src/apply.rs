@@ -202,9 +202,9 @@ async fn apply_object<K: Resource>(
             None if dry_run => return Ok((Owned::Applied(Outcome::Created), None)),
             None => store.create(desired).await.map(|_| Outcome::Created),
             Some(live) => {
-                if let Some(other) = manager.clone().filter(|o| Some(o) != owner) {
-                    if owner.is_some() {
-                        return Ok((Owned::OwnedBy(other), manager));
+                if let (Some(owner), Some(other)) = (owner, &manager) {
+                    if other != owner {
+                        return Ok((Owned::OwnedBy(other.clone()), manager));
                     }
                 }
                 let target = merged(&live, desired);
