@@ -407,6 +407,12 @@ async fn cluster_scoped_objects_have_no_namespace() {
 /// How many reads (Range requests) etcd has answered, from its metrics: an update that
 /// goes out as one transaction adds none.
 fn reads(etcd: &LocalEtcd) -> u64 {
+    handled(etcd, "Range")
+}
+
+/// How many requests of a gRPC `method` of the KV service etcd has answered, from its
+/// metrics.
+fn handled(etcd: &LocalEtcd, method: &str) -> u64 {
     use std::io::{Read, Write};
     let address = etcd.endpoint().trim_start_matches("http://");
     let mut connection = std::net::TcpStream::connect(address).unwrap();
@@ -415,13 +421,13 @@ fn reads(etcd: &LocalEtcd) -> u64 {
         .unwrap();
     let mut metrics = String::new();
     connection.read_to_string(&mut metrics).unwrap();
-    let prefix = r#"grpc_server_handled_total{grpc_code="OK",grpc_method="Range","#;
+    let prefix = format!(r#"grpc_server_handled_total{{grpc_code="OK",grpc_method="{method}","#);
     metrics
         .lines()
-        .find(|line| line.starts_with(prefix))
+        .find(|line| line.starts_with(&prefix))
         .and_then(|line| line.rsplit(' ').next())
         .and_then(|count| count.parse().ok())
-        .unwrap_or_else(|| panic!("etcd's metrics count Range requests:\n{metrics}"))
+        .unwrap_or(0)
 }
 
 #[tokio::test]
@@ -627,4 +633,96 @@ async fn a_list_too_large_for_one_answer_is_read_in_smaller_pages() {
     assert_eq!(list.items.len(), count);
     let expected: Vec<String> = (0..count).map(|i| format!("big/w{i:03}")).collect();
     assert_eq!(names(&list.items), expected);
+}
+
+#[tokio::test]
+async fn writes_in_flight_together_share_transactions_and_each_gets_its_own_answer() {
+    let (etcd, store) = start().await;
+    let taken = store.create(&widget("demo", "taken", 1)).await.unwrap();
+
+    // 60 creates and one of a taken name, all at once.
+    let before = handled(&etcd, "Txn");
+    let creates = (0..60)
+        .map(|i| widget("demo", &format!("w{i:02}"), i))
+        .chain([widget("demo", "taken", 9)]);
+    let results = futures::future::join_all(creates.map(|w| {
+        let store = store.clone();
+        async move { store.create(&w).await }
+    }))
+    .await;
+    let transactions = handled(&etcd, "Txn") - before;
+    assert!(
+        transactions <= 10,
+        "61 writes in flight together took {transactions} transactions"
+    );
+    let (taken_result, created) = results.split_last().unwrap();
+    let err = taken_result.as_ref().unwrap_err();
+    assert!(matches!(err, StoreError::AlreadyExists { .. }), "{err}");
+    let created: Vec<Widget> = created.iter().map(|r| r.as_ref().unwrap().clone()).collect();
+    let listed = store.list::<Widget>(Some("demo")).await.unwrap();
+    assert_eq!(listed.items.len(), 61);
+    for widget in &created {
+        // Stored as returned: the revision each write was told is the one it holds.
+        let stored = listed
+            .items
+            .iter()
+            .find(|w| w.metadata.name == widget.metadata.name);
+        assert_eq!(stored, Some(widget));
+    }
+    assert_eq!(store.get::<Widget>("demo", "taken").await.unwrap(), taken);
+
+    // Updates at once: one from a stale copy, two rivals from the same revision, and
+    // others that all hold. The stale one and exactly one rival lose.
+    let mut stale = taken.clone();
+    stale.spec.replicas = 2;
+    store.update(&stale).await.unwrap();
+    let mut first = created[0].clone();
+    first.spec.replicas = 100;
+    let mut second = created[0].clone();
+    second.spec.replicas = 200;
+    let mut others: Vec<Widget> = created[1..].to_vec();
+    for widget in &mut others {
+        widget.spec.replicas += 1000;
+    }
+    let updates = [taken.clone(), first, second]
+        .into_iter()
+        .chain(others.clone());
+    let results = futures::future::join_all(updates.map(|w| {
+        let store = store.clone();
+        async move { store.update(&w).await }
+    }))
+    .await;
+    assert!(results[0].as_ref().unwrap_err().is_conflict());
+    let rivals = [&results[1], &results[2]];
+    let won: Vec<&Widget> = rivals.iter().filter_map(|r| r.as_ref().ok()).collect();
+    assert_eq!(won.len(), 1, "{rivals:?}");
+    assert!(rivals
+        .iter()
+        .any(|r| r.as_ref().is_err_and(StoreError::is_conflict)));
+    assert_eq!(&store.get::<Widget>("demo", "w00").await.unwrap(), won[0]);
+    for (result, widget) in results[3..].iter().zip(&others) {
+        let updated = result.as_ref().unwrap();
+        assert_eq!(updated.spec, widget.spec);
+        let stored = store
+            .get::<Widget>("demo", &widget.metadata.name)
+            .await
+            .unwrap();
+        assert_eq!(&stored, updated);
+    }
+
+    // Deletes at once: every one gone, the missing one NotFound.
+    let doomed: Vec<String> = (0..60)
+        .map(|i| format!("w{i:02}"))
+        .chain(["nothing".into()])
+        .collect();
+    let results = futures::future::join_all(doomed.iter().map(|name| {
+        let store = store.clone();
+        async move { store.delete::<Widget>("demo", name).await }
+    }))
+    .await;
+    let (missing, deleted) = results.split_last().unwrap();
+    assert!(missing.as_ref().unwrap_err().is_not_found());
+    assert!(deleted.iter().all(|r| matches!(r, Ok(Deleted::Gone(_)))));
+    let left = store.list::<Widget>(Some("demo")).await.unwrap();
+    assert_eq!(names(&left.items), ["demo/taken"]);
 }

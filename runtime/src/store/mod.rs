@@ -2,6 +2,7 @@
 
 mod assignments;
 mod codec;
+mod commit;
 mod error;
 mod fields;
 pub mod keys;
@@ -60,6 +61,8 @@ struct Connection {
     endpoints: Arc<[String]>,
     /// What the objects lately read or written held, for updates without a read.
     known: Known,
+    /// The writes waiting to go to etcd together.
+    committer: commit::Committer,
 }
 
 /// The objects of one kind at one etcd revision; watch from `revision + 1` to miss nothing.
@@ -106,6 +109,7 @@ impl Store {
                 kv,
                 endpoints: endpoints.clone().into(),
                 known: Known::new(),
+                committer: commit::Committer::default(),
             }),
         };
         let probe = store.retrying(|_, mut kv| async move {

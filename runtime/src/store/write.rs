@@ -2,9 +2,11 @@
 
 use chrono::{SubsecRound, Utc};
 use dctl_apis::{Kind, Resource, Time};
-use etcd_client::{Compare, CompareOp, KeyValue, Txn, TxnOp, TxnOpResponse, TxnResponse};
+use etcd_client::{KeyValue, TxnOp};
 
 use super::assignments;
+pub(super) use super::commit::Expect;
+use super::commit::{Committed, Write};
 use super::fields::Fields;
 use super::known::{update_shortcut, update_status_shortcut, Shortcut};
 use super::{codec, keys, Store, StoreError};
@@ -21,13 +23,6 @@ pub enum Deleted<K> {
     /// The object has finalizers: it is marked with a `deletionTimestamp` and goes once
     /// their controllers have removed them all.
     Pending(K),
-}
-
-/// What a compare-and-swap expects of the key.
-#[derive(Clone, Copy)]
-pub(super) enum Expect {
-    Absent,
-    ModRevision(i64),
 }
 
 /// How a compare-and-swap ended.
@@ -343,35 +338,28 @@ impl Store {
         value: &[u8],
         also: Vec<TxnOp>,
     ) -> Result<Cas, StoreError> {
-        let compare = match expect {
-            Expect::Absent => Compare::create_revision(key, CompareOp::Equal, 0),
-            Expect::ModRevision(revision) => Compare::mod_revision(key, CompareOp::Equal, revision),
+        let mut ops = vec![TxnOp::put(key, value.to_vec(), None)];
+        ops.extend(also);
+        let write = Write {
+            key: key.to_string(),
+            expect,
+            bytes: value.len(),
+            ops,
         };
-        let (response, retried) = self
-            .retrying(|attempt, mut kv| {
-                let mut ops = vec![TxnOp::put(key, value.to_vec(), None)];
-                ops.extend(also.iter().cloned());
-                let txn = Txn::new()
-                    .when([compare.clone()])
-                    .and_then(ops)
-                    .or_else([TxnOp::get(key, None)]);
-                async move { kv.txn(txn).await.map(|r| (r, attempt > 0)) }
-            })
-            .await?;
-        let revision = header_revision(&response);
-        if response.succeeded() {
-            return Ok(Cas::Done { revision });
-        }
-        let current = current_value(&response);
-        // An earlier attempt may have landed with its answer lost on the way back; if etcd
-        // holds exactly what this call wrote (a fresh uid makes that unambiguous for a
-        // create), that attempt won.
-        if let Some(kv) = current.as_ref().filter(|kv| retried && kv.value() == value) {
-            return Ok(Cas::Done {
+        match self.commit(write).await? {
+            Committed::Written { revision } => Ok(Cas::Done { revision }),
+            // An earlier attempt may have landed with its answer lost on the way back; if
+            // etcd holds exactly what this call wrote (a fresh uid makes that unambiguous
+            // for a create), that attempt won.
+            Committed::Refused {
+                current: Some(kv),
+                retried: true,
+                ..
+            } if kv.value() == value => Ok(Cas::Done {
                 revision: kv.mod_revision(),
-            });
+            }),
+            Committed::Refused { current, .. } => Ok(Cas::Lost { current }),
         }
-        Ok(Cas::Lost { current })
     }
 
     /// Deletes `key` if it is still at `revision`, with `also` in the same transaction.
@@ -381,25 +369,23 @@ impl Store {
         revision: i64,
         also: Vec<TxnOp>,
     ) -> Result<Cas, StoreError> {
-        let (response, retried) = self
-            .retrying(|attempt, mut kv| {
-                let mut ops = vec![TxnOp::delete(key, None)];
-                ops.extend(also.iter().cloned());
-                let txn = Txn::new()
-                    .when([Compare::mod_revision(key, CompareOp::Equal, revision)])
-                    .and_then(ops)
-                    .or_else([TxnOp::get(key, None)]);
-                async move { kv.txn(txn).await.map(|r| (r, attempt > 0)) }
-            })
-            .await?;
-        let revision = header_revision(&response);
-        if response.succeeded() {
-            return Ok(Cas::Done { revision });
-        }
-        match current_value(&response) {
+        let mut ops = vec![TxnOp::delete(key, None)];
+        ops.extend(also);
+        let write = Write {
+            key: key.to_string(),
+            expect: Expect::ModRevision(revision),
+            bytes: 0,
+            ops,
+        };
+        match self.commit(write).await? {
+            Committed::Written { revision } => Ok(Cas::Done { revision }),
             // Gone after an attempt whose answer was lost: that attempt deleted it.
-            None if retried => Ok(Cas::Done { revision }),
-            current => Ok(Cas::Lost { current }),
+            Committed::Refused {
+                current: None,
+                revision,
+                retried: true,
+            } => Ok(Cas::Done { revision }),
+            Committed::Refused { current, .. } => Ok(Cas::Lost { current }),
         }
     }
 }
@@ -435,18 +421,6 @@ pub(super) fn target_of<K: Resource>(object: &K) -> Result<(String, i64), StoreE
         });
     };
     Ok((key, expected))
-}
-
-fn header_revision(response: &TxnResponse) -> i64 {
-    response.header().map_or(0, |h| h.revision())
-}
-
-/// The key's value as returned by the `get` in a failed transaction's else branch.
-fn current_value(response: &TxnResponse) -> Option<KeyValue> {
-    response.op_responses().into_iter().find_map(|op| match op {
-        TxnOpResponse::Get(mut get) => get.take_kvs().into_iter().next(),
-        _ => None,
-    })
 }
 
 fn not_found<K: Resource>(object: &K) -> StoreError {
