@@ -658,7 +658,10 @@ async fn writes_in_flight_together_share_transactions_and_each_gets_its_own_answ
     let (taken_result, created) = results.split_last().unwrap();
     let err = taken_result.as_ref().unwrap_err();
     assert!(matches!(err, StoreError::AlreadyExists { .. }), "{err}");
-    let created: Vec<Widget> = created.iter().map(|r| r.as_ref().unwrap().clone()).collect();
+    let created: Vec<Widget> = created
+        .iter()
+        .map(|r| r.as_ref().unwrap().clone())
+        .collect();
     let listed = store.list::<Widget>(Some("demo")).await.unwrap();
     assert_eq!(listed.items.len(), 61);
     for widget in &created {
