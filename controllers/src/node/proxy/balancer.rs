@@ -153,7 +153,10 @@ mod tests {
             ]
         );
         // From another node, the same task is only reached through its node's host port.
-        assert_eq!(ready_backends(&spec, "80-tcp", "n2")[0], host("10.0.0.1:30001"));
+        assert_eq!(
+            ready_backends(&spec, "80-tcp", "n2")[0],
+            host("10.0.0.1:30001")
+        );
         assert_eq!(
             ready_backends(&spec, "53-udp", "n2"),
             [Backend {

@@ -8,6 +8,10 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 
 use super::balancer::Backend;
+#[cfg(target_os = "linux")]
+use super::pipes::PIPES;
+#[cfg(target_os = "linux")]
+use realm_io::{CopyBuffer, Pipe};
 
 /// The user-space copy's buffer per direction, where bytes cannot move in the kernel: as
 /// large as Go's `io.Copy` (docker-proxy's), four times tokio's default, so a bulk
@@ -40,7 +44,9 @@ impl Unreachable {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<SocketAddr>> {
-        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -76,7 +82,10 @@ async fn connect(
     connect_timeout: Duration,
     unreachable: &Unreachable,
 ) -> Option<TcpStream> {
-    if let Some(direct) = backend.direct.filter(|direct| !unreachable.contains(*direct)) {
+    if let Some(direct) = backend
+        .direct
+        .filter(|direct| !unreachable.contains(*direct))
+    {
         match tokio::time::timeout(DIRECT_CONNECT_TIMEOUT, TcpStream::connect(direct)).await {
             Ok(Ok(server)) => return Some(server),
             Ok(Err(error)) => {
@@ -104,27 +113,35 @@ async fn connect(
 
 /// Copies bytes both ways until both directions are closed, each closed direction's end
 /// passed on as a shutdown of the other side's write half. On Linux the bytes move
-/// through a pipe per direction with splice(2), never through user space; when no pipe
-/// can be had (out of file descriptors), nothing was read yet and the copy goes through
-/// user space instead.
+/// through a pipe per direction with splice(2), never through user space, the pipes
+/// taken from and given back to the [`pipes`](super::pipes) pool; when no pipe can be had
+/// (out of file descriptors), nothing was read yet and the copy goes through user space
+/// instead.
 async fn copy_both_ways(client: &mut TcpStream, server: &mut TcpStream) -> std::io::Result<()> {
     #[cfg(target_os = "linux")]
-    match realm_io::bidi_zero_copy(client, server).await {
-        Err(error) if pipes_unavailable(&error) => {
+    match (PIPES.take(), PIPES.take()) {
+        (Ok(mut outward), Ok(mut inward)) => {
+            let outward_buffer: CopyBuffer<&mut Pipe, TcpStream, TcpStream> =
+                CopyBuffer::new(&mut outward);
+            let inward_buffer: CopyBuffer<&mut Pipe, TcpStream, TcpStream> =
+                CopyBuffer::new(&mut inward);
+            let copied = realm_io::bidi_copy_buf(client, server, outward_buffer, inward_buffer)
+                .await
+                .map(drop);
+            // After an error a pipe may still hold bytes: it is closed, not reused.
+            if copied.is_ok() {
+                PIPES.give_back(outward);
+                PIPES.give_back(inward);
+            }
+            return copied;
+        }
+        (Err(error), _) | (_, Err(error)) => {
             tracing::debug!(%error, "no pipe for splice; copying through user space");
         }
-        result => return result.map(drop),
     }
     tokio::io::copy_bidirectional_with_sizes(client, server, COPY_BUFFER, COPY_BUFFER)
         .await
         .map(drop)
-}
-
-/// Whether creating the splice pipes failed (the only error before any byte moves).
-#[cfg(target_os = "linux")]
-fn pipes_unavailable(error: &std::io::Error) -> bool {
-    // EMFILE, ENFILE: out of file descriptors for the process or the system.
-    matches!(error.raw_os_error(), Some(24 | 23))
 }
 
 /// Closes `stream` with a RST instead of a FIN, so the peer sees a refusal at once rather
@@ -163,7 +180,12 @@ mod tests {
                 let (stream, _) = front.accept().await.unwrap();
                 let backend = Backend { host, direct: None };
                 let unreachable = Unreachable::default();
-                tokio::spawn(forward(stream, backend, Duration::from_secs(1), unreachable));
+                tokio::spawn(forward(
+                    stream,
+                    backend,
+                    Duration::from_secs(1),
+                    unreachable,
+                ));
             }
         });
         let mut client = TcpStream::connect(front_addr).await.unwrap();
@@ -212,7 +234,9 @@ mod tests {
             host: down,
             direct: Some(down),
         };
-        assert!(connect(host_down_too, timeout, &unreachable).await.is_none());
+        assert!(connect(host_down_too, timeout, &unreachable)
+            .await
+            .is_none());
 
         // Once the endpoints change, it is tried again.
         unreachable.clear();

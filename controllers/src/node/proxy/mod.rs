@@ -18,6 +18,8 @@
 pub mod balancer;
 pub mod forward;
 pub mod listener;
+#[cfg(target_os = "linux")]
+pub mod pipes;
 pub mod udp;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
