@@ -62,7 +62,10 @@ async fn throughput(cluster: &Cluster) {
     cluster.apply("bulk.yaml", &manifest).await;
     let endpoints = wait_ready(cluster, "bulk", 1).await;
     let endpoint = &endpoints.spec.endpoints[0];
-    assert_eq!(endpoint.node, n1, "the measured task runs on the proxy's node");
+    assert_eq!(
+        endpoint.node, n1,
+        "the measured task runs on the proxy's node"
+    );
     let direct = task_address(cluster, &endpoint.task).await;
     assert_eq!(
         endpoint.task_socket_address(&endpoints.spec.ports[0].name),
