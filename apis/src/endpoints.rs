@@ -11,7 +11,8 @@ use crate::validation::{FieldError, FieldPath};
 
 resource!(
     /// One Service's endpoints, under the Service's own name: for each published port, the
-    /// node address and host port of each of its running tasks, and whether that task is
+    /// node address and host port of each of its running tasks (and the container's own
+    /// address and port, for the proxy on the task's node), and whether that task is
     /// Ready and whether it is terminating. Written by the endpoints controller only; the
     /// only input of the proxy (routing mesh) that every agent runs.
     Endpoints,
