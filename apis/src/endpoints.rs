@@ -1,6 +1,7 @@
 //! The Endpoints kind: where a Service's published ports reach its tasks, for the proxy.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
@@ -10,7 +11,8 @@ use crate::validation::{FieldError, FieldPath};
 
 resource!(
     /// One Service's endpoints, under the Service's own name: for each published port, the
-    /// node address and host port of each of its running tasks, and whether that task is
+    /// node address and host port of each of its running tasks (and the container's own
+    /// address and port, for the proxy on the task's node), and whether that task is
     /// Ready and whether it is terminating. Written by the endpoints controller only; the
     /// only input of the proxy (routing mesh) that every agent runs.
     Endpoints,
@@ -54,7 +56,8 @@ impl EndpointPort {
     }
 }
 
-/// One task, reachable at `address:hostPorts[<port name>]`.
+/// One task, reachable from every node at `address:hostPorts[<port name>]`, and from its
+/// own node also at `taskAddress:containerPorts[<port name>]` (no DNAT on the way).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Endpoint {
@@ -67,6 +70,13 @@ pub struct Endpoint {
     /// The host port the task's container port is bound to, by [`EndpointPort::name`].
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub host_ports: BTreeMap<String, i32>,
+    /// The container's address on its (first) network: its node's proxy dials it there,
+    /// without Docker's port mapping in the way. Absent when the task reports none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_address: Option<String>,
+    /// The container port each published port targets, by [`EndpointPort::name`].
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub container_ports: BTreeMap<String, i32>,
     /// Whether the task receives new connections: its `Ready` condition is `True` and it
     /// is not terminating.
     #[serde(default)]
@@ -103,12 +113,23 @@ impl EndpointsSpec {
             if endpoint.task.is_empty() {
                 errors.push(FieldError::new(&path.child("task"), "required"));
             }
-            for (name, host_port) in &endpoint.host_ports {
-                let host_port_path = path.child("hostPorts").child(name);
-                if !names.contains(name.as_str()) {
-                    errors.push(FieldError::new(&host_port_path, "names no port in ports"));
-                } else if let Err(message) = check_port_number(*host_port) {
-                    errors.push(FieldError::new(&host_port_path, message));
+            if let Some(address) = &endpoint.task_address {
+                if address.parse::<IpAddr>().is_err() {
+                    let message = format!("must be an IP address, got {address:?}");
+                    errors.push(FieldError::new(&path.child("taskAddress"), message));
+                }
+            }
+            for (field, ports) in [
+                ("hostPorts", &endpoint.host_ports),
+                ("containerPorts", &endpoint.container_ports),
+            ] {
+                for (name, number) in ports {
+                    let port_path = path.child(field).child(name);
+                    if !names.contains(name.as_str()) {
+                        errors.push(FieldError::new(&port_path, "names no port in ports"));
+                    } else if let Err(message) = check_port_number(*number) {
+                        errors.push(FieldError::new(&port_path, message));
+                    }
                 }
             }
         }
@@ -125,11 +146,24 @@ impl Endpoint {
     /// `address:hostPort` of the port named `port`, if the task has it.
     pub fn socket_address(&self, port: &str) -> Option<String> {
         let host_port = self.host_ports.get(port)?;
-        Some(if self.address.contains(':') {
-            format!("[{}]:{host_port}", self.address)
-        } else {
-            format!("{}:{host_port}", self.address)
-        })
+        Some(join_host_port(&self.address, *host_port))
+    }
+
+    /// `taskAddress:containerPort` of the port named `port`: the container itself, for
+    /// its own node; `None` without a task address or that port.
+    pub fn task_socket_address(&self, port: &str) -> Option<String> {
+        let address = self.task_address.as_deref()?;
+        let container_port = self.container_ports.get(port)?;
+        Some(join_host_port(address, *container_port))
+    }
+}
+
+/// `host:port`, with an IPv6 host in brackets.
+fn join_host_port(host: &str, port: i32) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
     }
 }
 
@@ -148,7 +182,8 @@ mod tests {
             "spec": {
                 "ports": [{"name": "8080-tcp", "port": 8080, "protocol": "tcp"}],
                 "endpoints": [{"task": "web.1.abcde", "node": "n1", "address": "10.0.0.1",
-                               "hostPorts": {"8080-tcp": 32768}, "ready": true, "terminating": false}],
+                               "hostPorts": {"8080-tcp": 32768}, "taskAddress": "172.18.0.2",
+                               "containerPorts": {"8080-tcp": 80}, "ready": true, "terminating": false}],
             },
         });
         let mut endpoints: Endpoints = serde_json::from_value(object.clone()).unwrap();
@@ -161,6 +196,11 @@ mod tests {
             Some("10.0.0.1:32768")
         );
         assert_eq!(endpoint.socket_address("53-udp"), None);
+        assert_eq!(
+            endpoint.task_socket_address("8080-tcp").as_deref(),
+            Some("172.18.0.2:80")
+        );
+        assert_eq!(endpoint.task_socket_address("53-udp"), None);
         assert_eq!(EndpointPort::name_for(53, Protocol::Udp), "53-udp");
     }
 
@@ -168,7 +208,12 @@ mod tests {
     fn validation_errors() {
         let spec: EndpointsSpec = serde_json::from_value(json!({
             "ports": [{"name": "a", "port": 0}, {"name": "a", "port": 80}],
-            "endpoints": [{"task": "", "node": "n1", "address": "::1", "hostPorts": {"b": 1}}],
+            "endpoints": [
+                {"task": "", "node": "n1", "address": "::1", "hostPorts": {"b": 1}},
+                {"task": "t", "node": "n1", "address": "::1", "taskAddress": "fd00::7",
+                 "hostPorts": {"a": 1}, "containerPorts": {"a": 70000, "c": 80}},
+                {"task": "u", "node": "n1", "address": "::1", "taskAddress": "not-an-ip"},
+            ],
         }))
         .unwrap();
         let errors: Vec<String> = spec
@@ -183,7 +228,21 @@ mod tests {
                 "spec.ports[1].name: duplicate port name \"a\"",
                 "spec.endpoints[0].task: required",
                 "spec.endpoints[0].hostPorts.b: names no port in ports",
+                "spec.endpoints[1].containerPorts.a: must be between 1 and 65535, got 70000",
+                "spec.endpoints[1].containerPorts.c: names no port in ports",
+                "spec.endpoints[2].taskAddress: must be an IP address, got \"not-an-ip\"",
             ]
         );
+    }
+
+    #[test]
+    fn endpoints_written_before_task_addresses_still_decode() {
+        let endpoint: Endpoint = serde_json::from_value(json!({
+            "task": "web.1.a", "node": "n1", "address": "10.0.0.1", "hostPorts": {"80-tcp": 30001},
+        }))
+        .unwrap();
+        assert_eq!(endpoint.task_address, None);
+        assert!(endpoint.container_ports.is_empty());
+        assert_eq!(endpoint.task_socket_address("80-tcp"), None);
     }
 }

@@ -8,7 +8,8 @@
 //!    through dctl's proxy, beside Docker's own `docker-proxy` (a container published with
 //!    `-p 127.0.0.1:PORT:8080`: connections to loopback go through the userland proxy) and
 //!    a direct connection to the container's address; the sides interleaved, `ROUNDS`
-//!    rounds each.
+//!    rounds each. The measured task is pinned to `n1`, the node whose proxy is measured,
+//!    so the proxy dials the container's own address, as docker-proxy does.
 //! 3. How long after a readiness change inside a container the proxy acts on it (readiness
 //!    probe every second, failure threshold 1): the last answer from the task after it
 //!    turned unready, and the first after it turned ready again.
@@ -53,12 +54,24 @@ async fn main() {
 /// Part 2: short requests and a bulk stream, three ways.
 async fn throughput(cluster: &Cluster) {
     let port = free_port();
-    cluster
-        .apply("bulk.yaml", &service("bulk", 1, port, "", ""))
-        .await;
+    let n1 = cluster.node("n1");
+    let manifest = service("bulk", 1, port, "", "").replace(
+        "  publish:",
+        &format!("  placement: {{constraints: [\"node.id == {n1}\"]}}\n  publish:"),
+    );
+    cluster.apply("bulk.yaml", &manifest).await;
     let endpoints = wait_ready(cluster, "bulk", 1).await;
-    let task = &endpoints.spec.endpoints[0].task;
-    let direct = task_address(cluster, task).await;
+    let endpoint = &endpoints.spec.endpoints[0];
+    assert_eq!(
+        endpoint.node, n1,
+        "the measured task runs on the proxy's node"
+    );
+    let direct = task_address(cluster, &endpoint.task).await;
+    assert_eq!(
+        endpoint.task_socket_address(&endpoints.spec.ports[0].name),
+        Some(direct.to_string()),
+        "the Endpoints give the proxy the container's own address"
+    );
     let peer_port = free_port();
     start_peer(cluster, peer_port).await;
     let sides = [

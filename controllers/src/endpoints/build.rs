@@ -1,5 +1,6 @@
 //! Which tasks are a Service's endpoints, and which of them take traffic: pure decisions.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use dctl_apis::endpoints::{Endpoint, EndpointPort, EndpointsSpec, ANNOTATION_READINESS_GATING};
@@ -49,7 +50,8 @@ pub fn node_address(node: Option<&Node>) -> String {
 }
 
 /// The Endpoints spec of `service` given its own tasks: one entry per running task bound
-/// to a node with a host port for at least one published port, sorted by task name.
+/// to a node with a host port for at least one published port, sorted by task name, with
+/// the container's own address and ports beside its node's.
 ///
 /// A task is terminating when its desired state is no longer `running` or its `Ready`
 /// condition says `Terminating`; it is ready when its `Ready` condition is `True` (or
@@ -78,22 +80,30 @@ pub fn endpoints_spec(
             if status.state != TaskState::Running {
                 return None;
             }
-            let host_ports = service
-                .spec
-                .publish
-                .iter()
-                .filter_map(|publish| {
-                    let target = publish.target_port.resolve(&task.spec.template.ports)?;
-                    let bound = status.host_ports.iter().find(|bound| {
-                        bound.container_port == target && bound.protocol == publish.protocol
-                    })?;
-                    let name = EndpointPort::name_for(publish.port, publish.protocol);
-                    Some((name, bound.host_port))
-                })
-                .collect::<std::collections::BTreeMap<_, _>>();
+            let (mut host_ports, mut container_ports) = (BTreeMap::new(), BTreeMap::new());
+            for publish in &service.spec.publish {
+                let Some(target) = publish.target_port.resolve(&task.spec.template.ports) else {
+                    continue;
+                };
+                let Some(bound) = status.host_ports.iter().find(|bound| {
+                    bound.container_port == target && bound.protocol == publish.protocol
+                }) else {
+                    continue;
+                };
+                let name = EndpointPort::name_for(publish.port, publish.protocol);
+                host_ports.insert(name.clone(), bound.host_port);
+                container_ports.insert(name, target);
+            }
             if host_ports.is_empty() {
                 return None;
             }
+            // The first address is the task's first network's: the one its node's proxy
+            // can reach without the port mapping.
+            let task_address = status
+                .addresses
+                .iter()
+                .find(|address| address.parse::<IpAddr>().is_ok())
+                .cloned();
             let ready_condition = find_condition(&status.conditions, CONDITION_READY);
             let terminating = task.spec.desired_state != TaskDesiredState::Running
                 || ready_condition.is_some_and(|c| c.reason == REASON_TERMINATING);
@@ -103,6 +113,8 @@ pub fn endpoints_spec(
                 node: node.clone(),
                 address: node_address(node),
                 host_ports,
+                task_address,
+                container_ports,
                 ready: !terminating && (ready_true || gating_off),
                 terminating,
             })
@@ -153,7 +165,8 @@ mod tests {
             "metadata": {"name": name, "namespace": "demo"},
             "spec": {"template": {"image": "x", "ports": [{"name": "http", "containerPort": 8080}]},
                      "serviceName": "web", "slot": 1, "nodeName": "n1", "desiredState": desired},
-            "status": {"state": state, "conditions": conditions, "hostPorts": host_ports},
+            "status": {"state": state, "conditions": conditions, "hostPorts": host_ports,
+                       "addresses": ["172.18.0.5"]},
         }))
         .unwrap()
     }
@@ -234,6 +247,11 @@ mod tests {
             Some("10.0.0.1:30001")
         );
         assert_eq!(first.socket_address("53-udp"), None);
+        assert_eq!(
+            first.task_socket_address("80-tcp").as_deref(),
+            Some("172.18.0.5:8080")
+        );
+        assert_eq!(first.task_socket_address("53-udp"), None);
         assert_eq!(first.node, "n1");
     }
 

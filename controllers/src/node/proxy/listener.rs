@@ -7,8 +7,8 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-use super::balancer::Balancer;
-use super::forward::{forward, reset};
+use super::balancer::{Backend, Balancer};
+use super::forward::{forward, reset, Unreachable};
 
 /// How long the accept loop pauses after a failed accept (out of file descriptors).
 const ACCEPT_PAUSE: Duration = Duration::from_millis(50);
@@ -17,7 +17,9 @@ const ACCEPT_PAUSE: Duration = Duration::from_millis(50);
 /// forwarded go on until their ends close them.
 pub struct Listener {
     pub address: SocketAddr,
-    balancer: Arc<Mutex<Balancer>>,
+    balancer: Arc<Mutex<Balancer<Backend>>>,
+    /// Container addresses a direct connection failed at, until the backends change.
+    unreachable: Unreachable,
     accept: JoinHandle<()>,
 }
 
@@ -35,20 +37,29 @@ impl Listener {
         let listener = TcpListener::bind((bind, port)).await?;
         let address = listener.local_addr()?;
         let balancer = Arc::new(Mutex::new(Balancer::default()));
-        let accept = tokio::spawn(accept_loop(listener, balancer.clone(), connect_timeout));
+        let unreachable = Unreachable::default();
+        let accept = tokio::spawn(accept_loop(
+            listener,
+            balancer.clone(),
+            connect_timeout,
+            unreachable.clone(),
+        ));
         Ok(Listener {
             address,
             balancer,
+            unreachable,
             accept,
         })
     }
 
-    /// The backends new connections go to from now on.
-    pub fn set_backends(&self, backends: Vec<SocketAddr>) {
+    /// The backends new connections go to from now on. A change also forgets which
+    /// container addresses failed: they are tried again.
+    pub fn set_backends(&self, backends: Vec<Backend>) {
         let mut balancer = self.balancer.lock().unwrap_or_else(|p| p.into_inner());
         if balancer.backends() != backends.as_slice() {
             tracing::debug!(address = %self.address, ?backends, "backends changed");
             balancer.set_backends(backends);
+            self.unreachable.clear();
         }
     }
 }
@@ -61,8 +72,9 @@ impl Drop for Listener {
 
 async fn accept_loop(
     listener: TcpListener,
-    balancer: Arc<Mutex<Balancer>>,
+    balancer: Arc<Mutex<Balancer<Backend>>>,
     connect_timeout: Duration,
+    unreachable: Unreachable,
 ) {
     loop {
         let stream = match listener.accept().await {
@@ -76,7 +88,12 @@ async fn accept_loop(
         let backend = balancer.lock().unwrap_or_else(|p| p.into_inner()).pick();
         match backend {
             Some(backend) => {
-                tokio::spawn(forward(stream, backend, connect_timeout));
+                tokio::spawn(forward(
+                    stream,
+                    backend,
+                    connect_timeout,
+                    unreachable.clone(),
+                ));
             }
             // No Ready endpoint: refuse at once rather than let the client hang.
             None => reset(stream),
@@ -103,7 +120,10 @@ mod tests {
         assert!(client.read(&mut buf).await.is_err() || started.elapsed() < Duration::from_secs(1));
 
         let backend = TcpListener::bind((localhost, 0)).await.unwrap();
-        listener.set_backends(vec![backend.local_addr().unwrap()]);
+        listener.set_backends(vec![Backend {
+            host: backend.local_addr().unwrap(),
+            direct: None,
+        }]);
         tokio::spawn(async move {
             let (mut stream, _) = backend.accept().await.unwrap();
             stream.write_all(b"hi").await.unwrap();

@@ -2,9 +2,10 @@
 //!
 //! DESIGN §5, node side. The proxy watches every `Endpoints` object (its only input) and
 //! keeps one listener per published port and protocol on the agent's bind address. Each
-//! accepted TCP connection goes to the next Ready endpoint, round robin ([`balancer`]), at
-//! the node address and host port the Endpoints give, whichever node that is
-//! ([`forward`]). An update applies to new connections at once; open connections finish
+//! accepted TCP connection goes to the next Ready endpoint, round robin ([`balancer`]): a
+//! task on this node at its container's own address and port, so Docker's port mapping
+//! (DNAT) is not in the way, falling back to the host port when that fails; a task on
+//! another node at its node's address and host port ([`forward`]). An update applies to new connections at once; open connections finish
 //! on their own. With no Ready endpoint a connection is reset at once, never left
 //! hanging. UDP goes by sessions per client address ([`udp`]). Listeners open and close
 //! as publish entries come and go. No IPVS, no iptables, no overlay: plain sockets in
@@ -17,6 +18,8 @@
 pub mod balancer;
 pub mod forward;
 pub mod listener;
+#[cfg(target_os = "linux")]
+pub mod pipes;
 pub mod udp;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -32,7 +35,7 @@ use dctl_runtime::{watcher, ObjectKey};
 use etcd_client::GetOptions;
 use futures::{FutureExt, StreamExt};
 
-use balancer::ready_backends;
+use balancer::{ready_backends, Backend};
 use listener::Listener;
 use udp::UdpRelay;
 
@@ -221,10 +224,15 @@ impl Published {
         }
     }
 
-    fn set_backends(&self, backends: Vec<SocketAddr>) {
+    fn set_backends(&self, backends: Vec<Backend>) {
         match self {
             Published::Tcp(listener) => listener.set_backends(backends),
-            Published::Udp(relay) => relay.set_backends(backends),
+            // UDP keeps to the host port, on this node too: a session's socket is
+            // connected to one address for its whole life, with no fallback to try when
+            // the container's own address does not answer (datagrams are just lost).
+            Published::Udp(relay) => {
+                relay.set_backends(backends.iter().map(|backend| backend.host).collect());
+            }
         }
     }
 }
@@ -276,8 +284,8 @@ impl Proxy {
     fn wanted_ports(
         &mut self,
         objects: &[std::sync::Arc<Endpoints>],
-    ) -> BTreeMap<(Protocol, u16), (ObjectKey, Vec<SocketAddr>)> {
-        let mut wanted: BTreeMap<(Protocol, u16), (ObjectKey, Vec<SocketAddr>)> = BTreeMap::new();
+    ) -> BTreeMap<(Protocol, u16), (ObjectKey, Vec<Backend>)> {
+        let mut wanted: BTreeMap<(Protocol, u16), (ObjectKey, Vec<Backend>)> = BTreeMap::new();
         for object in objects {
             let key = ObjectKey::of(&**object);
             for port in &object.spec.ports {
@@ -290,7 +298,7 @@ impl Proxy {
                     }
                     continue;
                 }
-                let backends = ready_backends(&object.spec, &port.name);
+                let backends = ready_backends(&object.spec, &port.name, &self.config.node_name);
                 wanted.insert((port.protocol, number), (key.clone(), backends));
             }
         }
