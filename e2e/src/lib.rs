@@ -217,4 +217,28 @@ impl RunningDctl {
     pub async fn stop(mut self) {
         let _ = self.child.kill().await;
     }
+
+    /// Waits for dctl to end on its own: what it printed from here on, and its exit code.
+    /// Panics after `timeout`, killing it.
+    pub async fn exit(mut self, timeout: Duration) -> CommandResult {
+        use tokio::io::AsyncReadExt;
+        let mut stdout = String::new();
+        let ended = tokio::time::timeout(timeout, async {
+            self.stdout.read_to_string(&mut stdout).await?;
+            self.child.wait().await
+        })
+        .await;
+        match ended {
+            Ok(Ok(status)) => CommandResult {
+                code: status.code().unwrap_or(-1),
+                stdout,
+                stderr: String::new(),
+            },
+            Ok(Err(err)) => panic!("waiting for dctl: {err}"),
+            Err(_) => {
+                let _ = self.child.kill().await;
+                panic!("dctl still running after {timeout:?}; printed {stdout:?}")
+            }
+        }
+    }
 }

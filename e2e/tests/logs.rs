@@ -164,7 +164,42 @@ async fn logs_of_a_service_and_of_a_task_come_from_the_agent() {
         )),
         "{lines:#?}"
     );
+
+    // A task that starts while the service is followed joins, lined up with the others,
+    // as in `docker service logs -f`.
+    cluster
+        .env
+        .dctl(&["scale", "service/web=3", "-n", "e2e"])
+        .await
+        .success();
+    let lines = follow.read_until(STARTED, CONVERGE).await;
+    let joined = lines.last().unwrap();
+    assert!(
+        joined.starts_with("web.3.") && joined.contains(&format!("@{node}    | ")),
+        "{lines:#?}"
+    );
     follow.stop().await;
+
+    // Deleting a followed service ends the follow, once its containers' logs end.
+    let api = cluster
+        .env
+        .write("api.yaml", &WEB.replace("name: web", "name: api"));
+    cluster
+        .env
+        .dctl(&["apply", "-f", api.to_str().unwrap()])
+        .await
+        .success();
+    let mut follow = cluster
+        .env
+        .spawn_dctl(&["logs", "service/api", "-f", "-n", "e2e"]);
+    follow.read_until(STARTED, CONVERGE).await;
+    cluster
+        .env
+        .dctl(&["delete", "service", "api", "-n", "e2e"])
+        .await
+        .success();
+    let ended = follow.exit(CONVERGE).await;
+    assert_eq!(ended.code, 0, "{ended:#?}");
 
     // Unknown names are exit 4, with kubectl's wording.
     let missing = cluster

@@ -4,9 +4,10 @@
 //! on, at the address that Node advertises (`status.agentAddress`), as kubectl reads a
 //! pod's log through its kubelet. A service's lines carry Swarm's prefix
 //! (`web.1.abcde@node1    | …`); one task's are printed as they are, as `kubectl logs`
-//! prints one pod's.
+//! prints one pod's. Following a service follows its tasks that start later too, as
+//! `docker service logs -f` does.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::{self, Write};
 use std::process::ExitCode;
 
@@ -14,6 +15,9 @@ use clap::Args;
 use dctl_apis::{Kind, Node, Service, Task};
 use dctl_controllers::node::log_server::{self, LogOptions, LogRequest};
 use dctl_runtime::store::Store;
+use dctl_runtime::watcher::{self, Event};
+use futures::stream::FuturesUnordered;
+use futures::StreamExt;
 
 use crate::commands::{namespace_for, parse_kind};
 use crate::connect;
@@ -24,7 +28,8 @@ pub struct LogsArgs {
     /// `service/NAME` (every task of the service that has a container, history
     /// included) or `task/NAME`. A bare NAME is a service, else a task.
     target: String,
-    /// Keep printing new lines until interrupted (or until every container has stopped).
+    /// Keep printing new lines: of a service until interrupted or the service is deleted,
+    /// its tasks that start meanwhile included; of a task until its container stops.
     #[arg(short = 'f', long)]
     follow: bool,
     /// Only the last N lines of each task.
@@ -74,15 +79,33 @@ struct Source {
     node: String,
     /// `web.1.abcde@node1    | `, for lines of a service; none for a single task.
     prefix: Option<String>,
+    /// The length of `web.1.abcde@node1`, so tasks that join later line up with it.
+    label_width: usize,
 }
 
 /// Swarm's `<task>@<node>` labels, padded to one width so the `|` line up.
 fn prefixes(labels: &[String]) -> Vec<String> {
     let width = labels.iter().map(String::len).max().unwrap_or(0);
-    labels
-        .iter()
-        .map(|label| format!("{label:<width$}    | "))
-        .collect()
+    labels.iter().map(|label| prefix(label, width)).collect()
+}
+
+fn prefix(label: &str, width: usize) -> String {
+    format!("{label:<width$}    | ")
+}
+
+/// `<task>@<node>`, the label of a service's task in front of its lines.
+fn label(task: &Task) -> String {
+    format!("{}@{}", task.metadata.name, node_of(task))
+}
+
+/// Whether `task` is one of `service`'s and got as far as a container: only those have a log.
+fn has_log(task: &Task, service: &str) -> bool {
+    task.spec.service_name == service
+        && task.spec.node_name.is_some()
+        && task
+            .status
+            .as_ref()
+            .is_some_and(|s| s.container_id.is_some())
 }
 
 /// Cuts a byte stream into lines; a line split across chunks is kept until its end comes.
@@ -122,35 +145,108 @@ pub async fn run(endpoints: &[String], args: LogsArgs) -> Result<ExitCode, CliEr
     let target = parse_target(&args.target)?;
     let namespace = namespace_for(Kind::Task, args.namespace.as_deref());
     let store = connect::store(endpoints).await?;
-    let sources = sources(&store, &namespace, target).await?;
+    let found = sources(&store, &namespace, target).await?;
     let options = LogOptions {
         follow: args.follow,
         tail: args.tail,
         timestamps: args.timestamps,
     };
-    let addresses = agent_addresses(&store, &sources).await?;
-    let copies = sources.iter().map(|source| {
+    let addresses = agent_addresses(&store, &found.sources).await?;
+    if args.follow {
+        return follow(&store, &namespace, found, addresses, options).await;
+    }
+    // One task after the other.
+    let mut all_read = true;
+    for source in &found.sources {
         let request = LogRequest::new(&namespace, &source.task, options);
-        copy_log(source, &addresses[&source.node], request)
-    });
-    // Followed logs are merged as their lines come; otherwise one task after the other.
-    let outcomes = if args.follow {
-        futures::future::try_join_all(copies).await
+        match copy_log(source, &addresses[&source.node], request).await {
+            Ok(read) => all_read &= read,
+            Err(err) => return output_error(err),
+        }
+    }
+    Ok(exit_code(all_read))
+}
+
+fn exit_code(all_read: bool) -> ExitCode {
+    if all_read {
+        ExitCode::SUCCESS
     } else {
-        let mut outcomes = Vec::new();
-        for copy in copies {
-            match copy.await {
-                Ok(outcome) => outcomes.push(outcome),
-                Err(err) => return output_error(err),
+        ExitCode::from(Exit::Failure as u8)
+    }
+}
+
+/// Prints every source's lines as they come. For a service, a task that gets a container
+/// later joins with its whole log, and following ends when the service is deleted (once
+/// its containers' logs have ended); for a task, when its container stops.
+async fn follow(
+    store: &Store,
+    namespace: &str,
+    found: Found,
+    mut addresses: HashMap<String, Result<String, String>>,
+    options: LogOptions,
+) -> Result<ExitCode, CliError> {
+    let width = found
+        .sources
+        .iter()
+        .map(|source| source.label_width)
+        .max()
+        .unwrap_or(0);
+    let mut followed: HashSet<String> = found.sources.iter().map(|s| s.task.clone()).collect();
+    let mut copies = FuturesUnordered::new();
+    for source in found.sources {
+        let address = addresses[&source.node].clone();
+        let request = LogRequest::new(namespace, &source.task, options);
+        copies.push(copy_owned(source, address, request));
+    }
+    let mut all_read = true;
+    if let Some(service) = found.service {
+        let config = watcher::Config::default().namespace(namespace);
+        let tasks = watcher::watcher::<Task>(store.clone(), config.clone());
+        let services = watcher::watcher::<Service>(store.clone(), config);
+        tokio::pin!(tasks, services);
+        loop {
+            tokio::select! {
+                Some(read) = copies.next() => match read {
+                    Ok(read) => all_read &= read,
+                    Err(err) => return output_error(err),
+                },
+                Some(event) = tasks.next() => {
+                    let (Ok(Event::Apply(task)) | Ok(Event::InitApply(task))) = event else {
+                        continue;
+                    };
+                    if !has_log(&task, &service) || followed.contains(&task.metadata.name) {
+                        continue;
+                    }
+                    let source = Source {
+                        task: task.metadata.name.clone(),
+                        node: node_of(&task).to_string(),
+                        prefix: Some(prefix(&label(&task), width)),
+                        label_width: 0,
+                    };
+                    if !addresses.contains_key(&source.node) {
+                        addresses.extend(agent_addresses(store, std::slice::from_ref(&source)).await?);
+                    }
+                    followed.insert(source.task.clone());
+                    // It started after following began: all its output is new.
+                    let request = LogRequest::new(namespace, &source.task, LogOptions { tail: None, ..options });
+                    let address = addresses[&source.node].clone();
+                    copies.push(copy_owned(source, address, request));
+                },
+                Some(event) = services.next() => {
+                    if matches!(&event, Ok(Event::Delete(gone)) if gone.metadata.name == service) {
+                        break;
+                    }
+                },
             }
         }
-        Ok(outcomes)
-    };
-    match outcomes {
-        Ok(outcomes) if outcomes.iter().all(|ok| *ok) => Ok(ExitCode::SUCCESS),
-        Ok(_) => Ok(ExitCode::from(Exit::Failure as u8)),
-        Err(err) => output_error(err),
     }
+    while let Some(read) = copies.next().await {
+        match read {
+            Ok(read) => all_read &= read,
+            Err(err) => return output_error(err),
+        }
+    }
+    Ok(exit_code(all_read))
 }
 
 /// Standard output closed under us (`dctl logs … | head`): a normal way to stop.
@@ -161,9 +257,16 @@ fn output_error(err: io::Error) -> Result<ExitCode, CliError> {
     Err(CliError::internal(format!("cannot write the log: {err}")))
 }
 
+/// The tasks whose logs are read: the one named, or those of the service named.
+struct Found {
+    /// The service named, if a service was.
+    service: Option<String>,
+    sources: Vec<Source>,
+}
+
 /// The tasks to read: the one named, or every task of the service named that has a
 /// container (prefixed).
-async fn sources(store: &Store, namespace: &str, target: Target) -> Result<Vec<Source>, CliError> {
+async fn sources(store: &Store, namespace: &str, target: Target) -> Result<Found, CliError> {
     let not_found = |kind: &str, name: &str| {
         let message = format!("{kind} \"{name}\" not found in namespace \"{namespace}\"");
         CliError::new(Exit::NotFound, message)
@@ -190,8 +293,12 @@ async fn sources(store: &Store, namespace: &str, target: Target) -> Result<Vec<S
             task: name,
             node,
             prefix: None,
+            label_width: 0,
         };
-        return Ok(vec![source]);
+        return Ok(Found {
+            service: None,
+            sources: vec![source],
+        });
     }
     let name = service.expect("a service when not a task");
     if store.try_get::<Service>(namespace, &name).await?.is_none() {
@@ -202,9 +309,7 @@ async fn sources(store: &Store, namespace: &str, target: Target) -> Result<Vec<S
         .await?
         .items
         .into_iter()
-        // Only tasks that got as far as a container have a log.
-        .filter(|t| t.spec.service_name == name && t.spec.node_name.is_some())
-        .filter(|t| t.status.as_ref().is_some_and(|s| s.container_id.is_some()))
+        .filter(|t| has_log(t, &name))
         .collect();
     tasks.sort_by(|a, b| {
         let order = |t: &Task| {
@@ -216,20 +321,22 @@ async fn sources(store: &Store, namespace: &str, target: Target) -> Result<Vec<S
         };
         order(a).cmp(&order(b))
     });
-    let labels: Vec<String> = tasks
-        .iter()
-        .map(|t| format!("{}@{}", t.metadata.name, node_of(t)))
-        .collect();
+    let labels: Vec<String> = tasks.iter().map(label).collect();
     let sources = tasks
         .iter()
         .zip(prefixes(&labels))
-        .map(|(task, prefix)| Source {
+        .zip(&labels)
+        .map(|((task, prefix), label)| Source {
             task: task.metadata.name.clone(),
             node: node_of(task).to_string(),
             prefix: Some(prefix),
+            label_width: label.len(),
         })
         .collect();
-    Ok(sources)
+    Ok(Found {
+        service: Some(name),
+        sources,
+    })
 }
 
 fn node_of(task: &Task) -> &str {
@@ -261,6 +368,15 @@ async fn agent_addresses(
         addresses.insert(node.clone(), address);
     }
     Ok(addresses)
+}
+
+/// [`copy_log`] owning what it reads, for logs followed side by side.
+async fn copy_owned(
+    source: Source,
+    address: Result<String, String>,
+    request: LogRequest,
+) -> io::Result<bool> {
+    copy_log(&source, &address, request).await
 }
 
 /// Prints one task's log; `Ok(false)` when it could not be read (said on stderr), `Err`
