@@ -211,8 +211,14 @@ async fn follow(
                     Err(err) => return output_error(err),
                 },
                 Some(event) = tasks.next() => {
-                    let (Ok(Event::Apply(task)) | Ok(Event::InitApply(task))) = event else {
-                        continue;
+                    let task = match event {
+                        Ok(Event::Apply(task) | Event::InitApply(task)) => task,
+                        Ok(_) => continue,
+                        // The watch retries with backoff; say why no new task can join.
+                        Err(err) => {
+                            eprintln!("warning: cannot watch the service's tasks: {err}; retrying");
+                            continue;
+                        }
                     };
                     if !has_log(&task, &service) || followed.contains(&task.metadata.name) {
                         continue;
