@@ -8,6 +8,7 @@ use crate::constraint::{Constraint, ConstraintError};
 use crate::duration::Duration;
 use crate::meta::{Condition, Time};
 use crate::resource::resource;
+use crate::task::TaskPort;
 use crate::template::{check_port_number, PortRef, Protocol, TaskTemplate};
 use crate::validation::{check_dns1123_label, FieldError, FieldPath};
 
@@ -184,6 +185,26 @@ pub enum FailureAction {
     Pause,
     Continue,
     Rollback,
+}
+
+impl ServiceSpec {
+    /// The container ports that `publish` entries target, sorted and without repeats;
+    /// a named target is looked up in the template's ports, and one that names no port
+    /// (validation refuses it) is left out.
+    pub fn published_task_ports(&self) -> Vec<TaskPort> {
+        let ports: BTreeSet<TaskPort> = self
+            .publish
+            .iter()
+            .filter_map(|publish| {
+                let container_port = publish.target_port.resolve(&self.template.ports)?;
+                Some(TaskPort {
+                    container_port,
+                    protocol: publish.protocol,
+                })
+            })
+            .collect();
+        ports.into_iter().collect()
+    }
 }
 
 /// A port opened on every node by the proxy, forwarding to Ready tasks.

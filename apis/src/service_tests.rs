@@ -316,3 +316,37 @@ fn placement_helpers() {
         ]
     );
 }
+
+#[test]
+fn published_task_ports_resolve_names_and_keep_protocol() {
+    let cases = [
+        (json!({"template": {"image": "x"}}), vec![]),
+        (
+            json!({"template": {"image": "x", "ports": [{"containerPort": 8080}, {"containerPort": 9090}]},
+                   "publish": [{"port": 80, "targetPort": 8080}]}),
+            vec![(8080, Protocol::Tcp)],
+        ),
+        (
+            json!({"template": {"image": "x", "ports": [{"name": "dns", "containerPort": 53, "protocol": "udp"}]},
+                   "publish": [{"port": 53, "targetPort": "dns", "protocol": "udp"},
+                               {"port": 54, "targetPort": 53, "protocol": "udp"}]}),
+            vec![(53, Protocol::Udp)],
+        ),
+        (
+            json!({"template": {"image": "x", "ports": [{"containerPort": 53}]},
+                   "publish": [{"port": 54, "targetPort": 53, "protocol": "udp"},
+                               {"port": 53, "targetPort": 53}]}),
+            vec![(53, Protocol::Tcp), (53, Protocol::Udp)],
+        ),
+    ];
+    for (spec, expected) in cases {
+        let service = service(spec.clone());
+        let ports: Vec<_> = service
+            .spec
+            .published_task_ports()
+            .into_iter()
+            .map(|port| (port.container_port, port.protocol))
+            .collect();
+        assert_eq!(ports, expected, "{spec}");
+    }
+}

@@ -41,6 +41,22 @@ pub struct TaskSpec {
     pub node_name: Option<String>,
     #[serde(default)]
     pub desired_state: TaskDesiredState,
+    /// The template ports a `publish` entry of the Service targets, resolved to number and
+    /// protocol when the task was created; only these get a host port. Tasks stored
+    /// before the field existed decode with none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub published_ports: Vec<TaskPort>,
+}
+
+/// A container port and its protocol: what Docker calls `8080/tcp`.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TaskPort {
+    pub container_port: i32,
+    #[serde(default)]
+    pub protocol: Protocol,
 }
 
 /// What the managers want of the task; the agent converges the container to it.

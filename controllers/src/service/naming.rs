@@ -63,6 +63,7 @@ pub fn new_task(service: &Service, slot: &SlotId, desired_state: TaskDesiredStat
             node,
             node_name: None,
             desired_state,
+            published_ports: service.spec.published_task_ports(),
         },
     )
 }
