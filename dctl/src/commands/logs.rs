@@ -79,8 +79,6 @@ struct Source {
     node: String,
     /// `web.1.abcde@node1    | `, for lines of a service; none for a single task.
     prefix: Option<String>,
-    /// The length of `web.1.abcde@node1`, so tasks that join later line up with it.
-    label_width: usize,
 }
 
 /// Swarm's `<task>@<node>` labels, padded to one width so the `|` line up.
@@ -185,12 +183,6 @@ async fn follow(
     mut addresses: HashMap<String, Result<String, String>>,
     options: LogOptions,
 ) -> Result<ExitCode, CliError> {
-    let width = found
-        .sources
-        .iter()
-        .map(|source| source.label_width)
-        .max()
-        .unwrap_or(0);
     let mut followed: HashSet<String> = found.sources.iter().map(|s| s.task.clone()).collect();
     let mut copies = FuturesUnordered::new();
     for source in found.sources {
@@ -226,9 +218,8 @@ async fn follow(
                     let source = Source {
                         task: task.metadata.name.clone(),
                         node: node_of(&task).to_string(),
-                        prefix: Some(prefix(&label(&task), width)),
-                        label_width: 0,
-                    };
+                        prefix: Some(prefix(&label(&task), found.label_width)),
+                                };
                     if !addresses.contains_key(&source.node) {
                         addresses.extend(agent_addresses(store, std::slice::from_ref(&source)).await?);
                     }
@@ -268,6 +259,8 @@ struct Found {
     /// The service named, if a service was.
     service: Option<String>,
     sources: Vec<Source>,
+    /// The longest `<task>@<node>` label, so tasks that join later line up with these.
+    label_width: usize,
 }
 
 /// The tasks to read: the one named, or every task of the service named that has a
@@ -299,11 +292,11 @@ async fn sources(store: &Store, namespace: &str, target: Target) -> Result<Found
             task: name,
             node,
             prefix: None,
-            label_width: 0,
         };
         return Ok(Found {
             service: None,
             sources: vec![source],
+            label_width: 0,
         });
     }
     let name = service.expect("a service when not a task");
@@ -331,16 +324,15 @@ async fn sources(store: &Store, namespace: &str, target: Target) -> Result<Found
     let sources = tasks
         .iter()
         .zip(prefixes(&labels))
-        .zip(&labels)
-        .map(|((task, prefix), label)| Source {
+        .map(|(task, prefix)| Source {
             task: task.metadata.name.clone(),
             node: node_of(task).to_string(),
             prefix: Some(prefix),
-            label_width: label.len(),
         })
         .collect();
     Ok(Found {
         service: Some(name),
+        label_width: labels.iter().map(String::len).max().unwrap_or(0),
         sources,
     })
 }

@@ -5,11 +5,11 @@
 //! accepted TCP connection goes to the next Ready endpoint, round robin ([`balancer`]): a
 //! task on this node at its container's own address and port, so Docker's port mapping
 //! (DNAT) is not in the way, falling back to the host port when that fails; a task on
-//! another node at its node's address and host port ([`forward`]). An update applies to new connections at once; open connections finish
-//! on their own. With no Ready endpoint a connection is reset at once, never left
-//! hanging. UDP goes by sessions per client address ([`udp`]). Listeners open and close
-//! as publish entries come and go. No IPVS, no iptables, no overlay: plain sockets in
-//! user space.
+//! another node at its node's address and host port ([`forward`]). An update applies to
+//! new connections at once; open connections finish on their own. With no Ready endpoint
+//! a connection is reset at once, never left hanging. UDP goes by sessions per client
+//! address ([`udp`]). Listeners open and close as publish entries come and go. No IPVS,
+//! no iptables, no overlay: plain sockets in user space.
 //!
 //! After applying a revision of an Endpoints object, the proxy records it under
 //! `/dctl/v1/proxy-observed/<node>/<namespace>/<service>`, so the task runtime can wait,
