@@ -8,7 +8,7 @@ use crate::constraint::{Constraint, ConstraintError};
 use crate::duration::Duration;
 use crate::meta::{Condition, Time};
 use crate::resource::resource;
-use crate::task::TaskPort;
+use crate::task::{TaskPort, TaskSpec};
 use crate::template::{check_port_number, PortRef, Protocol, TaskTemplate};
 use crate::validation::{check_dns1123_label, FieldError, FieldPath};
 
@@ -188,6 +188,14 @@ pub enum FailureAction {
 }
 
 impl ServiceSpec {
+    /// Whether `task` is what this spec would create now: the same template, with host
+    /// ports for exactly the container ports the `publish` entries target. A task that
+    /// falls short is replaced by a rollout like one of an older template, because Docker
+    /// cannot add or remove a running container's port bindings.
+    pub fn is_up_to_date(&self, task: &TaskSpec) -> bool {
+        task.template == self.template && task.published_ports == self.published_task_ports()
+    }
+
     /// The container ports that `publish` entries target, sorted and without repeats;
     /// a named target is looked up in the template's ports, and one that names no port
     /// (validation refuses it) is left out.

@@ -43,7 +43,7 @@ pub struct TaskSpec {
     pub desired_state: TaskDesiredState,
     /// The template ports a `publish` entry of the Service targets, resolved to number and
     /// protocol when the task was created; only these get a host port. Tasks stored
-    /// before the field existed decode with none.
+    /// before the field existed decode with none, so a service that publishes rolls them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub published_ports: Vec<TaskPort>,
 }

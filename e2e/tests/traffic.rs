@@ -242,13 +242,11 @@ spec:
     );
 }
 
-/// UDP through the proxy: each client's datagrams stick to one task, clients spread over
-/// the Ready tasks, and a task that stops being Ready gets no more datagrams.
-#[tokio::test]
-async fn udp_datagrams_go_to_ready_tasks_only() {
-    let cluster = Cluster::start_with_proxy_on_n1("traffic-udp").await;
-    let port = free_port();
-    let manifest = format!(
+/// Service `echo` of the test image, two replicas, with `publish` entries `publish`: it
+/// declares its HTTP port, the same number for UDP (each datagram is answered with the
+/// greeting) and a metrics port no test publishes.
+fn echo_service(publish: &str) -> String {
+    format!(
         "apiVersion: dctl/v1
 kind: Service
 metadata: {{name: echo, namespace: e2e}}
@@ -259,13 +257,24 @@ spec:
     ports:
       - {{name: http, containerPort: 8080}}
       - {{name: echo, containerPort: 8080, protocol: udp}}
+      - {{name: metrics, containerPort: 9090}}
     stopGracePeriod: 2s
     probes:
       readiness: {{httpGet: {{path: /ready, port: http}}, periodSeconds: 1}}
   publish:
-    - {{port: {port}, targetPort: echo, protocol: udp}}
-"
-    );
+{publish}"
+    )
+}
+
+/// UDP through the proxy: each client's datagrams stick to one task, clients spread over
+/// the Ready tasks, and a task that stops being Ready gets no more datagrams.
+#[tokio::test]
+async fn udp_datagrams_go_to_ready_tasks_only() {
+    let cluster = Cluster::start_with_proxy_on_n1("traffic-udp").await;
+    let port = free_port();
+    let manifest = echo_service(&format!(
+        "    - {{port: {port}, targetPort: echo, protocol: udp}}\n"
+    ));
     cluster.apply("echo.yaml", &manifest).await;
     let ready = wait_ready(&cluster, "echo", 2).await;
     let clients = udp_clients(8).await;
@@ -325,4 +334,74 @@ async fn ask_udp(client: &tokio::net::UdpSocket, port: u16) -> Option<String> {
     let length = received.await.ok()?.ok()?;
     let text = String::from_utf8_lossy(&buffer[..length]);
     text.split_whitespace().nth(2).map(String::from)
+}
+
+/// The host ports Docker bound for a container: `["8080/tcp"]`.
+fn bound_ports(container: &str) -> Vec<String> {
+    let output = std::process::Command::new("docker")
+        .args(["port", container])
+        .output()
+        .expect("docker port runs");
+    let mut ports: Vec<String> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| line.split(" -> ").next().map(String::from))
+        .collect();
+    ports.sort();
+    ports.dedup();
+    ports
+}
+
+/// Declared but unpublished ports get no host port; publishing one more port replaces the
+/// tasks (Docker cannot add a binding to a running container) without a failed request.
+#[tokio::test]
+async fn only_published_ports_get_host_ports_and_publishing_one_rolls_the_tasks() {
+    let cluster = Cluster::start_with_proxy_on_n1("traffic-publish").await;
+    let (port, udp_port) = (free_port(), free_port());
+    let tcp = format!("    - {{port: {port}, targetPort: http}}\n");
+    cluster.apply("echo.yaml", &echo_service(&tcp)).await;
+    wait_ready(&cluster, "echo", 2).await;
+    let first: Vec<String> = cluster.containers().into_iter().map(|c| c.id).collect();
+    assert_eq!(first.len(), 2);
+    for container in &first {
+        // Declared but unpublished ports stay off the host, as `docker run` without -p.
+        assert_eq!(bound_ports(container), ["8080/tcp"], "{container}");
+    }
+    cluster
+        .wait_for("web to answer through the proxy", CONVERGE, || async {
+            get_once(port).await.ok()
+        })
+        .await;
+
+    let load = Load::start(port);
+    let udp = format!("    - {{port: {udp_port}, targetPort: echo, protocol: udp}}\n");
+    cluster
+        .apply("echo.yaml", &echo_service(&(tcp + &udp)))
+        .await;
+    let client = udp_clients(1).await.remove(0);
+    cluster
+        .wait_for(
+            "a datagram answered through the proxy",
+            CONVERGE,
+            || async { ask_udp(&client, udp_port).await },
+        )
+        .await;
+    let second = cluster
+        .wait_for("both tasks replaced", CONVERGE, || async {
+            let ids: Vec<String> = cluster.containers().into_iter().map(|c| c.id).collect();
+            let replaced = ids.len() == 2 && ids.iter().all(|id| !first.contains(id));
+            replaced.then_some(ids)
+        })
+        .await;
+    wait_ready(&cluster, "echo", 2).await;
+    let tally = load.stop().await;
+    eprintln!("publishing a port rolled the tasks: {}", tally.summary());
+    for container in &second {
+        assert_eq!(
+            bound_ports(container),
+            ["8080/tcp", "8080/udp"],
+            "{container}"
+        );
+    }
+    assert_eq!(tally.failed(), 0, "{}\n{}", tally.summary(), cluster.logs());
+    assert!(tally.ok() > 0, "{}", tally.summary());
 }

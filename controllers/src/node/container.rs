@@ -10,6 +10,7 @@ use bollard::models::{
     ContainerCreateBody, EndpointSettings, HostConfig, Mount, MountType, NetworkingConfig,
     PortBinding, PortMap, ResourcesUlimits, RestartPolicy, RestartPolicyNameEnum,
 };
+use dctl_apis::task::TaskPort;
 use dctl_apis::template::MountType as TaskMountType;
 use dctl_apis::{QuantityError, Task, TaskTemplate};
 
@@ -184,7 +185,12 @@ pub fn plan(
         stop_signal: template.stop_signal.clone(),
         stop_timeout,
         labels: Some(labels(task, node_name, extra_labels)),
-        host_config: Some(host_config(task_name, template, first.as_ref())?),
+        host_config: Some(host_config(
+            task_name,
+            template,
+            &task.spec.published_ports,
+            first.as_ref(),
+        )?),
         networking_config: first.map(|join| NetworkingConfig {
             endpoints_config: Some(HashMap::from([(join.network.clone(), join.endpoint())])),
         }),
@@ -200,6 +206,7 @@ pub fn plan(
 fn host_config(
     task_name: &str,
     template: &TaskTemplate,
+    published: &[TaskPort],
     first_network: Option<&NetworkJoin>,
 ) -> Result<HostConfig, PlanError> {
     let limits = &template.resources.limits;
@@ -245,7 +252,7 @@ fn host_config(
         // The first network is the container's primary one; without it Docker would put
         // the container on the default bridge and ignore the endpoint settings.
         network_mode: first_network.map(|join| join.network.clone()),
-        port_bindings: port_bindings(template),
+        port_bindings: port_bindings(published),
         // A task is never restarted in place: the service controller replaces it.
         restart_policy: Some(RestartPolicy {
             name: Some(RestartPolicyNameEnum::NO),
@@ -277,9 +284,8 @@ fn host_config(
 /// (Docker picks it; the task runtime reports it in `Task.status.hostPorts`), for the
 /// proxy to reach the task from any node. `0.0.0.0`, not the empty address: Docker 20.10
 /// would pick different ports for IPv4 and IPv6.
-fn port_bindings(template: &TaskTemplate) -> Option<PortMap> {
-    let bindings: PortMap = template
-        .ports
+fn port_bindings(published: &[TaskPort]) -> Option<PortMap> {
+    let bindings: PortMap = published
         .iter()
         .map(|port| {
             let binding = PortBinding {
@@ -304,6 +310,7 @@ fn hostname(task_name: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use dctl_apis::template::Protocol;
     use dctl_apis::Resource;
     use serde_json::json;
 
@@ -630,16 +637,27 @@ mod tests {
     }
 
     #[test]
-    fn template_ports_are_published_on_ephemeral_host_ports() {
-        let plan = plan_of(
-            json!({"image": "x", "ports": [{"containerPort": 8080}, {"containerPort": 53, "protocol": "udp"}]}),
-            &[],
-        );
+    fn only_published_ports_get_ephemeral_host_ports() {
+        let template = json!({"image": "x", "ports": [
+            {"containerPort": 8080}, {"containerPort": 9090}, {"containerPort": 53, "protocol": "udp"}]});
+        let mut task = task(template.clone());
+        task.spec.published_ports = vec![
+            TaskPort {
+                container_port: 8080,
+                protocol: Protocol::Tcp,
+            },
+            TaskPort {
+                container_port: 53,
+                protocol: Protocol::Udp,
+            },
+        ];
+        let plan = plan(&task, "n1", &BTreeMap::new(), &[]).unwrap();
         let bindings = plan.create.host_config.unwrap().port_bindings.unwrap();
         let ephemeral = Some(vec![PortBinding {
             host_ip: Some("0.0.0.0".into()),
             host_port: Some(String::new()),
         }]);
+        // 9090 (a metrics port, say) stays unreachable from outside the host.
         assert_eq!(
             bindings,
             PortMap::from([
@@ -647,10 +665,7 @@ mod tests {
                 ("53/udp".to_string(), ephemeral),
             ])
         );
-        let host = plan_of(json!({"image": "x"}), &[])
-            .create
-            .host_config
-            .unwrap();
-        assert_eq!(host.port_bindings, None);
+        let unpublished = plan_of(template, &[]).create.host_config.unwrap();
+        assert_eq!(unpublished.port_bindings, None);
     }
 }

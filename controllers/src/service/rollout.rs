@@ -9,6 +9,8 @@
 //!
 //! - A rollout starts when the template-and-placement hash differs from the last
 //!   rollout's and some slot is outdated; a new service's first tasks are no rollout.
+//!   Slots outdated under the same hash (a node's labels or the published ports changed)
+//!   restart the last rollout.
 //! - At most `parallelism` slots (0: all) are in flight, a slot being in flight from the
 //!   moment its new task is created until that task is Ready; after a slot finishes, the
 //!   next waits `delay`.
@@ -253,7 +255,7 @@ fn failures(
     let mut found = Vec::new();
     let started = rollout.started_at;
     let new_tasks = tasks.iter().filter(|t| {
-        t.spec.template == service.spec.template
+        service.spec.is_up_to_date(&t.spec)
             && t.metadata.creation_timestamp >= started
             && !rollout.failed_tasks.contains(&t.metadata.name)
     });

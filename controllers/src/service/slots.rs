@@ -258,7 +258,7 @@ pub fn plan(input: &Input<'_>) -> Plan {
             plan.start.push(name(task));
         }
         let misplaced = misplaced(input, task);
-        if task.spec.template != spec.template || misplaced {
+        if !spec.is_up_to_date(&task.spec) || misplaced {
             if !staged {
                 plan.survey.outdated.push(Outdated {
                     slot: slot_id.clone(),
@@ -301,7 +301,7 @@ impl Plan {
 /// else the newest. The others are stopped, except, start-first, the older task its
 /// replacement will take over from once that is Ready.
 fn group<'a>(input: &Input<'a>, plan: &mut Plan) -> BTreeMap<SlotId, Slot<'a>> {
-    let template = &input.service.spec.template;
+    let spec = &input.service.spec;
     let mut currents: BTreeMap<SlotId, Vec<&'a Task>> = BTreeMap::new();
     let mut slots: BTreeMap<SlotId, Slot<'a>> = BTreeMap::new();
     let mut tasks = input.tasks.to_vec();
@@ -321,13 +321,13 @@ fn group<'a>(input: &Input<'a>, plan: &mut Plan) -> BTreeMap<SlotId, Slot<'a>> {
     for (slot_id, tasks) in currents {
         let keep = tasks
             .iter()
-            .position(|t| t.spec.template == *template && !is_terminal(t))
+            .position(|t| spec.is_up_to_date(&t.spec) && !is_terminal(t))
             .unwrap_or(0);
         let current = tasks[keep];
-        let replacing = current.spec.template == *template && !is_terminal(current);
+        let replacing = spec.is_up_to_date(&current.spec) && !is_terminal(current);
         let current_ready = ready_since(current).is_some();
         for (i, other) in tasks.iter().enumerate().filter(|(i, _)| *i != keep) {
-            let older_template = other.spec.template != *template || misplaced(input, other);
+            let older_template = !spec.is_up_to_date(&other.spec) || misplaced(input, other);
             if is_terminal(other) {
                 plan.stop_live(other, StopReason::Replaced);
             } else if i < keep {
@@ -483,10 +483,10 @@ fn replace_ended(
             return;
         }
     }
-    let template = &input.service.spec.template;
+    let spec = &input.service.spec;
     // A new template is a fresh start: the slot gets a task of it whatever the old one's
     // ending (Swarm re-runs tasks on update), and its attempts count from zero.
-    if task.spec.template != *template {
+    if !spec.is_up_to_date(&task.spec) {
         plan.create.push(NewTask {
             slot: slot_id.clone(),
             desired_state: TaskDesiredState::Running,
@@ -500,9 +500,9 @@ fn replace_ended(
     let past: Vec<&Task> = past
         .iter()
         .copied()
-        .filter(|t| t.spec.template == *template)
+        .filter(|t| spec.is_up_to_date(&t.spec))
         .collect();
-    let policy = &template.restart_policy;
+    let policy = &spec.template.restart_policy;
     let held = |reason| Held {
         slot: slot_id.clone(),
         task: name(task),

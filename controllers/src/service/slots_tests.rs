@@ -108,9 +108,11 @@ impl T {
         self.desired(TaskDesiredState::Shutdown)
     }
 
-    /// Runs the service's exact template (its restart policy included).
+    /// Runs the service's exact template (its restart policy included), with host ports
+    /// for what it publishes.
     pub(in crate::service) fn of(mut self, service: &Service) -> T {
         self.0.spec.template = service.spec.template.clone();
+        self.0.spec.published_ports = service.spec.published_task_ports();
         self
     }
 

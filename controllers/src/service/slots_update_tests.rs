@@ -96,6 +96,50 @@ fn the_survey_sorts_slots_by_how_far_they_are_from_the_template() {
 }
 
 #[test]
+fn publishing_a_port_outdates_tasks_without_its_host_port() {
+    use dctl_apis::service::PublishedPort;
+    use dctl_apis::template::{ContainerPort, PortRef, Protocol};
+    let fits = nodes(&[("n1", active())]);
+    let mut service = replicated(2);
+    service.spec.template.ports = vec![ContainerPort {
+        name: None,
+        container_port: 8080,
+        protocol: Protocol::Tcp,
+    }];
+    let before = [
+        ready(t("a", 1).on("n1").of(&service), 10),
+        ready(t("b", 2).on("n1").of(&service), 10),
+    ];
+    assert!(plan_for(&service, &before, &fits)
+        .survey
+        .outdated
+        .is_empty());
+
+    // Docker cannot add a port binding to a running container: both slots must roll.
+    service.spec.publish = vec![PublishedPort {
+        port: 80,
+        target_port: PortRef::Number(8080),
+        protocol: Protocol::Tcp,
+        mode: Default::default(),
+    }];
+    let plan = plan_for(&service, &before, &fits);
+    let outdated: Vec<&str> = plan
+        .survey
+        .outdated
+        .iter()
+        .map(|o| o.task.as_str())
+        .collect();
+    assert_eq!(outdated, ["a", "b"]);
+
+    // Tasks created since carry the host port and are up to date.
+    let after = [
+        ready(t("c", 1).on("n1").of(&service), 20),
+        ready(t("d", 2).on("n1").of(&service), 20),
+    ];
+    assert!(plan_for(&service, &after, &fits).survey.outdated.is_empty());
+}
+
+#[test]
 fn stop_first_stages_the_new_task_and_stops_the_old_one() {
     use TaskState::Running;
     let fits = nodes(&[("n1", active())]);

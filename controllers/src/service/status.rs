@@ -52,7 +52,7 @@ pub fn compute(service: &Service, tasks: &[&Task], desired: u32, now: Time) -> S
     let ready = running.iter().filter(|t| is_ready(t)).count();
     let updated = running
         .iter()
-        .filter(|t| t.spec.template == service.spec.template)
+        .filter(|t| service.spec.is_up_to_date(&t.spec))
         .count();
     let ready = u32::try_from(ready).unwrap_or(u32::MAX);
 

@@ -36,13 +36,13 @@ pub fn host_ports(ports: Option<&PortMap>) -> Vec<HostPort> {
 }
 
 impl TaskRun<'_> {
-    /// Writes `status.hostPorts` from the running container `id` when the task declares
-    /// ports and has not reported them yet (they never change while it runs).
+    /// Writes `status.hostPorts` from the running container `id` when the task has
+    /// published ports and has not reported them yet (they never change while it runs).
     pub(super) async fn report_host_ports(&mut self, id: &str) -> Result<(), ReconcileError> {
         let Some(status) = &self.task.status else {
             return Ok(());
         };
-        if self.task.spec.template.ports.is_empty() || !status.host_ports.is_empty() {
+        if self.task.spec.published_ports.is_empty() || !status.host_ports.is_empty() {
             return Ok(());
         }
         let inspect = self
