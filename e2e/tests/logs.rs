@@ -54,11 +54,11 @@ fn address(task: &Task) -> String {
     first.split('/').next().unwrap_or(first).to_string()
 }
 
-/// One HTTP GET from the host to a task (the host routes to Docker's bridge); the test
-/// server logs it.
+/// One HTTP GET to `host:port`: to a task (the host routes to Docker's bridge; the test
+/// server logs it) or to an agent.
 async fn http_get(address: &str, path: &str) -> Option<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let connect = tokio::net::TcpStream::connect(format!("{address}:8080"));
+    let connect = tokio::net::TcpStream::connect(address);
     let mut stream = tokio::time::timeout(Duration::from_secs(2), connect)
         .await
         .ok()?
@@ -91,6 +91,10 @@ async fn logs_of_a_service_and_of_a_task_come_from_the_agent() {
         })
         .await;
     assert!(advertised.starts_with("127.0.0.1:"), "{advertised}");
+    // Without the cluster's token (dctl reads it from etcd) the agent shows no log.
+    let path = format!("/v1/logs/e2e/{}", tasks[0].metadata.name);
+    let refused = http_get(&advertised, &path).await.unwrap_or_default();
+    assert!(refused.contains(" 401 Unauthorized\r\n"), "{refused}");
 
     // Every task's lines, each behind Swarm's `task@node    | ` prefix.
     let prefixes: Vec<String> = tasks
@@ -121,7 +125,7 @@ async fn logs_of_a_service_and_of_a_task_come_from_the_agent() {
 
     // One task, unprefixed: with a request logged after its start, --tail 1 is that line.
     let first = &tasks[0];
-    let answer = http_get(&address(first), "/?marker=tail").await;
+    let answer = http_get(&format!("{}:8080", address(first)), "/?marker=tail").await;
     assert!(answer.is_some_and(|a| a.contains("hello from")));
     let task = format!("task/{}", first.metadata.name);
     let out = cluster
@@ -152,9 +156,11 @@ async fn logs_of_a_service_and_of_a_task_come_from_the_agent() {
         .spawn_dctl(&["logs", "service/web", "-f", "-n", "e2e"]);
     follow.read_until(STARTED, CONVERGE).await;
     let second = &tasks[1];
-    assert!(http_get(&address(second), "/?marker=follow")
-        .await
-        .is_some());
+    assert!(
+        http_get(&format!("{}:8080", address(second)), "/?marker=follow")
+            .await
+            .is_some()
+    );
     let lines = follow.read_until("marker=follow", CONVERGE).await;
     let last = lines.last().unwrap();
     assert!(

@@ -729,3 +729,18 @@ async fn writes_in_flight_together_share_transactions_and_each_gets_its_own_answ
     let left = store.list::<Widget>(Some("demo")).await.unwrap();
     assert_eq!(names(&left.items), ["demo/taken"]);
 }
+
+#[tokio::test]
+async fn the_first_to_initialize_a_system_key_decides_its_value() {
+    let (_etcd, store) = start().await;
+    let key = dctl_runtime::store::keys::system_key("credentials", "test");
+    let (a, b) = tokio::join!(
+        store.get_or_init_system(&key, "from-a"),
+        store.get_or_init_system(&key, "from-b"),
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a, b, "both callers see the one stored value");
+    assert!(a == "from-a" || a == "from-b", "{a}");
+    let later = store.get_or_init_system(&key, "from-c").await.unwrap();
+    assert_eq!(later, a);
+}

@@ -4,7 +4,8 @@
 //! kubectl asks the kubelet, `dctl logs` asks the agent at its Node's `status.agentAddress`
 //! for `GET /v1/logs/<namespace>/<task>?follow=&tail=&timestamps=`, the container's stdout
 //! and stderr as chunked `text/plain`. [`fetch`], the client, lives here too, so the path
-//! and its parameters are written once.
+//! and its parameters are written once. Every request carries the cluster's log token
+//! ([`super::log_access`]); one without it is answered 401.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -19,13 +20,14 @@ use futures::StreamExt;
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Empty, Full, StreamBody};
 use hyper::body::{Bytes, Frame, Incoming};
-use hyper::header::{CONNECTION, CONTENT_TYPE, HOST};
+use hyper::header::{AUTHORIZATION, CONNECTION, CONTENT_TYPE, HOST, WWW_AUTHENTICATE};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use super::container::{LABEL_NAMESPACE, LABEL_NODE, LABEL_TASK};
+use super::log_access::{authorization, is_authorized};
 
 /// Where an agent listens unless `--listen` says otherwise.
 // Not 7946: that is Docker Swarm's gossip port, taken on any host in Swarm mode.
@@ -149,23 +151,27 @@ type Body = UnsyncBoxBody<Bytes, std::io::Error>;
 struct NodeLogs {
     docker: Docker,
     node: String,
+    /// The cluster's log token, which every request must carry.
+    token: String,
     /// Turns `true` at shutdown: streams break off and connections close.
     stopping: watch::Receiver<bool>,
 }
 
-/// Serves log requests for the containers of `node` (label `dctl.node`) on `listener`
-/// until `shutdown` resolves; then logs still streaming break off (the client sees an
+/// Serves log requests that carry `token` for the containers of `node` (label
+/// `dctl.node`) on `listener` until `shutdown` resolves; then logs still streaming break off (the client sees an
 /// incomplete answer, not a log that ended) and idle connections close.
 pub async fn serve(
     listener: TcpListener,
     docker: Docker,
     node: String,
+    token: String,
     shutdown: impl Future<Output = ()> + Send,
 ) {
     let (stop, stopping) = watch::channel(false);
     let logs = Arc::new(NodeLogs {
         docker,
         node,
+        token,
         stopping,
     });
     tokio::pin!(shutdown);
@@ -211,6 +217,18 @@ impl NodeLogs {
     }
 
     async fn respond(&self, request: Request<Incoming>) -> Response<Body> {
+        let given = request.headers().get(AUTHORIZATION).map(|h| h.as_bytes());
+        if !is_authorized(given, &self.token) {
+            let mut answer = text(
+                StatusCode::UNAUTHORIZED,
+                "a log request must carry the cluster's log token (dctl logs reads it from etcd)",
+            );
+            answer.headers_mut().insert(
+                WWW_AUTHENTICATE,
+                hyper::header::HeaderValue::from_static("Bearer"),
+            );
+            return answer;
+        }
         if request.method() != Method::GET {
             return text(StatusCode::METHOD_NOT_ALLOWED, "only GET is served here");
         }
@@ -416,12 +434,17 @@ impl LogStream {
     }
 }
 
-/// Asks the agent at `address` (`host:port`, a Node's `status.agentAddress`) for a log.
+/// Asks the agent at `address` (`host:port`, a Node's `status.agentAddress`) for a log,
+/// with the cluster's log `token`.
 ///
 /// # Errors
 /// The agent is unreachable or slow to answer, or answers with an error status (its
 /// message included; [`FetchError::is_not_found`] when the task has no container there).
-pub async fn fetch(address: &str, wanted: &LogRequest) -> Result<LogStream, FetchError> {
+pub async fn fetch(
+    address: &str,
+    token: &str,
+    wanted: &LogRequest,
+) -> Result<LogStream, FetchError> {
     let timed_out = |after| FetchError::Timeout {
         address: address.to_string(),
         after,
@@ -448,6 +471,7 @@ pub async fn fetch(address: &str, wanted: &LogRequest) -> Result<LogStream, Fetc
     let path = wanted.path_and_query();
     let request = Request::get(&path)
         .header(HOST, address)
+        .header(AUTHORIZATION, authorization(token))
         .header(CONNECTION, "close")
         .body(Empty::<Bytes>::new())
         .map_err(|_| FetchError::BadPath {
@@ -558,12 +582,18 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap().to_string();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(serve(listener, docker, "n1".into(), async {
+        let token = "t0ken";
+        let server = tokio::spawn(serve(listener, docker, "n1".into(), token.into(), async {
             let _ = stopped.await;
         }));
 
         let wanted = LogRequest::new("demo", "web.1.abcde", LogOptions::default());
-        let error = fetch(&address, &wanted).await.err().unwrap();
+        let error = fetch(&address, "guess", &wanted).await.err().unwrap();
+        match &error {
+            FetchError::Refused { status, .. } => assert_eq!(*status, StatusCode::UNAUTHORIZED),
+            other => panic!("{other:?}"),
+        }
+        let error = fetch(&address, token, &wanted).await.err().unwrap();
         match &error {
             FetchError::Refused {
                 status, message, ..
@@ -579,6 +609,15 @@ mod tests {
         assert!(!error.is_not_found());
 
         let close = "HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+        let answer = raw(&address, &format!("GET /v1/logs/demo/web.1.abcde {close}")).await;
+        assert!(
+            answer.starts_with("HTTP/1.1 401 Unauthorized\r\n"),
+            "{answer}"
+        );
+        assert!(answer.contains("www-authenticate: Bearer\r\n"), "{answer}");
+        let close = format!(
+            "HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+        );
         let answer = raw(&address, &format!("GET /metrics {close}")).await;
         assert!(answer.starts_with("HTTP/1.1 404 Not Found\r\n"), "{answer}");
         assert!(answer.ends_with("logs are at /v1/logs/<namespace>/<task>\n"));
@@ -592,7 +631,7 @@ mod tests {
 
         stop.send(()).unwrap();
         server.await.unwrap();
-        let error = fetch(&address, &wanted).await.err().unwrap();
+        let error = fetch(&address, token, &wanted).await.err().unwrap();
         assert!(matches!(error, FetchError::Connect { .. }), "{error:?}");
     }
 }

@@ -3,6 +3,7 @@
 pub mod container;
 pub mod engine;
 pub mod host_routes;
+pub mod log_access;
 pub mod log_server;
 pub mod networks;
 pub mod node_status;

@@ -10,9 +10,11 @@
 use std::collections::{HashMap, HashSet};
 use std::io::{self, Write};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::Args;
 use dctl_apis::{Kind, Node, Service, Task};
+use dctl_controllers::node::log_access;
 use dctl_controllers::node::log_server::{self, LogOptions, LogRequest};
 use dctl_runtime::store::Store;
 use dctl_runtime::watcher::{self, Event};
@@ -150,14 +152,15 @@ pub async fn run(endpoints: &[String], args: LogsArgs) -> Result<ExitCode, CliEr
         timestamps: args.timestamps,
     };
     let addresses = agent_addresses(&store, &found.sources).await?;
+    let token: Arc<str> = log_access::cluster_token(&store).await?.into();
     if args.follow {
-        return follow(&store, &namespace, found, addresses, options).await;
+        return follow(&store, &namespace, found, addresses, token, options).await;
     }
     // One task after the other.
     let mut all_read = true;
     for source in &found.sources {
         let request = LogRequest::new(&namespace, &source.task, options);
-        match copy_log(source, &addresses[&source.node], request).await {
+        match copy_log(source, &addresses[&source.node], &token, request).await {
             Ok(read) => all_read &= read,
             Err(err) => return output_error(err),
         }
@@ -181,6 +184,7 @@ async fn follow(
     namespace: &str,
     found: Found,
     mut addresses: HashMap<String, Result<String, String>>,
+    token: Arc<str>,
     options: LogOptions,
 ) -> Result<ExitCode, CliError> {
     let mut followed: HashSet<String> = found.sources.iter().map(|s| s.task.clone()).collect();
@@ -188,7 +192,7 @@ async fn follow(
     for source in found.sources {
         let address = addresses[&source.node].clone();
         let request = LogRequest::new(namespace, &source.task, options);
-        copies.push(copy_owned(source, address, request));
+        copies.push(copy_owned(source, address, token.clone(), request));
     }
     let mut all_read = true;
     if let Some(service) = found.service {
@@ -227,7 +231,7 @@ async fn follow(
                     // It started after following began: all its output is new.
                     let request = LogRequest::new(namespace, &source.task, LogOptions { tail: None, ..options });
                     let address = addresses[&source.node].clone();
-                    copies.push(copy_owned(source, address, request));
+                    copies.push(copy_owned(source, address, token.clone(), request));
                 },
                 Some(event) = services.next() => {
                     if matches!(&event, Ok(Event::Delete(gone)) if gone.metadata.name == service) {
@@ -372,9 +376,10 @@ async fn agent_addresses(
 async fn copy_owned(
     source: Source,
     address: Result<String, String>,
+    token: Arc<str>,
     request: LogRequest,
 ) -> io::Result<bool> {
-    copy_log(&source, &address, request).await
+    copy_log(&source, &address, &token, request).await
 }
 
 /// Prints one task's log; `Ok(false)` when it could not be read (said on stderr), `Err`
@@ -382,6 +387,7 @@ async fn copy_owned(
 async fn copy_log(
     source: &Source,
     address: &Result<String, String>,
+    token: &str,
     request: LogRequest,
 ) -> io::Result<bool> {
     let failed = |reason: &dyn std::fmt::Display| {
@@ -395,7 +401,7 @@ async fn copy_log(
         Ok(address) => address,
         Err(reason) => return failed(reason),
     };
-    let mut log = match log_server::fetch(address, &request).await {
+    let mut log = match log_server::fetch(address, token, &request).await {
         Ok(log) => log,
         // The container of a finished task was removed since: nothing left to show.
         Err(err) if source.prefix.is_some() && err.is_not_found() => return Ok(true),

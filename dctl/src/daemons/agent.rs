@@ -5,11 +5,11 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use clap::Args;
-use dctl_controllers::node::{engine, log_server, probes, proxy, registration, tasks};
+use dctl_controllers::node::{engine, log_access, log_server, probes, proxy, registration, tasks};
 use dctl_runtime::store::Store;
 use tokio::net::TcpListener;
 
-use super::{connect_store, hostname, parse_label, Shutdown};
+use super::{connect_store, hostname, parse_label, while_unavailable, Shutdown};
 
 #[derive(Args, Clone, Debug)]
 pub struct AgentArgs {
@@ -60,6 +60,10 @@ pub async fn run_with_store(store: Store, args: AgentArgs, shutdown: Shutdown) -
         _ = shutdown.signalled() => return true,
     };
     let node_name = args.node_name();
+    let Some(log_token) = while_unavailable(&shutdown, || log_access::cluster_token(&store)).await
+    else {
+        return shutdown.is_triggered();
+    };
     // Bound before registering, so the Node advertises the port actually bound (`:0`).
     let listener = match TcpListener::bind(args.listen).await {
         Ok(listener) => listener,
@@ -102,6 +106,7 @@ pub async fn run_with_store(store: Store, args: AgentArgs, shutdown: Shutdown) -
         listener,
         docker.clone(),
         node_name.clone(),
+        log_token,
         shutdown.signalled(),
     );
     let task_runtime = tasks::run(

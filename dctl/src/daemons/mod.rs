@@ -90,8 +90,17 @@ async fn wait_for_signal() {
 /// Connects to etcd, saying so and retrying with backoff while it is unreachable: a
 /// daemon started before its etcd waits for it instead of exiting.
 pub async fn connect_store(endpoints: &[String], shutdown: &Shutdown) -> Option<Store> {
-    let connect = || async { Store::connect(endpoints).await };
-    let retried = connect
+    while_unavailable(shutdown, || Store::connect(endpoints)).await
+}
+
+/// Runs a store call, saying so and retrying with backoff while etcd is unreachable;
+/// `None` at shutdown or when it fails for another reason (logged).
+pub async fn while_unavailable<T, F, Fut>(shutdown: &Shutdown, call: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
+    let retried = call
         .retry(
             ExponentialBuilder::default()
                 .with_min_delay(Duration::from_millis(200))
@@ -103,7 +112,7 @@ pub async fn connect_store(endpoints: &[String], shutdown: &Shutdown) -> Option<
         .notify(|err, delay| tracing::warn!("{err}; retrying in {delay:?}"));
     tokio::select! {
         result = retried => match result {
-            Ok(store) => Some(store),
+            Ok(value) => Some(value),
             Err(err) => {
                 tracing::error!("{err}");
                 None

@@ -16,7 +16,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dctl_apis::Resource;
-use etcd_client::{ConnectOptions, GetOptions, KvClient};
+use etcd_client::{
+    Compare, CompareOp, ConnectOptions, GetOptions, KvClient, Txn, TxnOp, TxnOpResponse,
+};
 
 pub use error::StoreError;
 pub(crate) use watch::WatchBatch;
@@ -326,6 +328,33 @@ impl Store {
             })
             .await?;
         Ok(response.take_kvs().into_iter().next())
+    }
+
+    /// The value at system key `key` (see [`keys::system_key`]), first setting it to
+    /// `initial` if the key does not exist: whoever comes first decides, in one
+    /// transaction, and everyone after reads the same value.
+    ///
+    /// # Errors
+    /// `Unavailable` when etcd does not answer.
+    pub async fn get_or_init_system(&self, key: &str, initial: &str) -> Result<String, StoreError> {
+        let response = self
+            .retrying(|_, mut kv| {
+                let txn = Txn::new()
+                    .when([Compare::create_revision(key, CompareOp::Equal, 0)])
+                    .and_then([TxnOp::put(key, initial, None)])
+                    .or_else([TxnOp::get(key, None)]);
+                async move { kv.txn(txn).await }
+            })
+            .await?;
+        if response.succeeded() {
+            return Ok(initial.to_string());
+        }
+        let stored = response.op_responses().into_iter().find_map(|op| match op {
+            TxnOpResponse::Get(get) => get.kvs().first().map(|kv| kv.value().to_vec()),
+            _ => None,
+        });
+        // A retry after a put whose answer was lost lands here and reads that put.
+        Ok(String::from_utf8_lossy(&stored.unwrap_or_default()).into_owned())
     }
 
     /// Runs one kv request with the store's retry policy; `op` gets the attempt number.
