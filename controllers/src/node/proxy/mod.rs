@@ -13,7 +13,9 @@
 //!
 //! After applying a revision of an Endpoints object, the proxy records it under
 //! `/dctl/v1/proxy-observed/<node>/<namespace>/<service>`, so the task runtime can wait,
-//! before it signals a task, until every live proxy has stopped sending it traffic.
+//! before it signals a task, until every live proxy has stopped sending it traffic. The
+//! records are put with the proxy's own lease: a proxy that stops, or a node that dies,
+//! leaves none behind.
 
 pub mod balancer;
 pub mod forward;
@@ -29,10 +31,11 @@ use std::time::Duration;
 
 use dctl_apis::template::Protocol;
 use dctl_apis::Endpoints;
+use dctl_runtime::lease::Lease;
 use dctl_runtime::reflector::{self, reflector, Reader};
 use dctl_runtime::store::{keys, Store};
 use dctl_runtime::{watcher, ObjectKey};
-use etcd_client::GetOptions;
+use etcd_client::{GetOptions, PutOptions};
 use futures::{FutureExt, StreamExt};
 
 use balancer::{ready_backends, Backend};
@@ -70,6 +73,9 @@ impl ProxyConfig {
         self
     }
 }
+
+/// How long a proxy's observation records outlive it.
+const OBSERVED_TTL: Duration = Duration::from_secs(15);
 
 /// Why the proxy cannot run at all; once running it only stops on shutdown.
 #[derive(Debug, thiserror::Error)]
@@ -153,6 +159,7 @@ pub async fn run(
         config,
         listeners: HashMap::new(),
         observed: HashMap::new(),
+        lease: None,
         reported: HashSet::new(),
     };
     tracing::info!(node = proxy.config.node_name, bind = %proxy.config.bind, "proxy started");
@@ -181,6 +188,12 @@ pub async fn run(
             }
         }
     }
+    if let Some(lease) = proxy.lease.take() {
+        // Nothing is proxied any more: drains need not wait for this node.
+        if let Err(error) = lease.revoke().await {
+            tracing::warn!(%error, "cannot remove the proxy's observation records; they expire");
+        }
+    }
     tracing::info!(node = proxy.config.node_name, "proxy stopped");
     Ok(())
 }
@@ -193,6 +206,8 @@ struct Proxy {
     listeners: HashMap<(Protocol, u16), (ObjectKey, Published)>,
     /// The revision recorded as observed, by Endpoints key.
     observed: HashMap<ObjectKey, i64>,
+    /// The lease the records are put with; a new one (and every record again) once lost.
+    lease: Option<Lease>,
     /// Problems already logged at warn level: (port, what), not to log every retry.
     reported: HashSet<(i32, &'static str)>,
 }
@@ -308,6 +323,22 @@ impl Proxy {
     /// Puts the revision of every Endpoints object applied since the last time, and
     /// deletes the records of those gone.
     async fn record_observed(&mut self, objects: &[std::sync::Arc<Endpoints>]) {
+        if !self.lease.as_ref().is_some_and(Lease::is_alive) {
+            match Lease::grant(&self.store, OBSERVED_TTL).await {
+                Ok(lease) => {
+                    // The records of a lost lease are gone with it.
+                    self.observed.clear();
+                    self.lease = Some(lease);
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "cannot record the endpoints observed; retrying");
+                    return;
+                }
+            }
+        }
+        let Some(lease) = self.lease.as_ref().map(Lease::id) else {
+            return;
+        };
         let mut client = self.store.client();
         let node = self.config.node_name.clone();
         let mut present = HashSet::new();
@@ -319,7 +350,8 @@ impl Proxy {
                 continue;
             }
             let record = observed_key(&node, &key.namespace, &key.name);
-            match client.put(record, revision.to_string(), None).await {
+            let leased = PutOptions::new().with_lease(lease);
+            match client.put(record, revision.to_string(), Some(leased)).await {
                 Ok(_) => {
                     self.observed.insert(key, revision);
                 }
