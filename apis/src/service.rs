@@ -14,7 +14,7 @@ use crate::validation::{check_dns1123_label, FieldError, FieldPath};
 
 resource!(
     /// What should run (the template), how many and where, how it is rolled out, and the
-    /// ports published for it on every node.
+    /// ports published for it (on every node through the proxy, or on its tasks' nodes).
     Service,
     ServiceSpec,
     ServiceStatus
@@ -196,9 +196,9 @@ impl ServiceSpec {
         task.template == self.template && task.published_ports == self.published_task_ports()
     }
 
-    /// The container ports that `publish` entries target, sorted and without repeats;
-    /// a named target is looked up in the template's ports, and one that names no port
-    /// (validation refuses it) is left out.
+    /// The container ports that `publish` entries target, sorted and without repeats,
+    /// each with its fixed host port in `host` mode; a named target is looked up in the
+    /// template's ports, and one that names no port (validation refuses it) is left out.
     pub fn published_task_ports(&self) -> Vec<TaskPort> {
         let ports: BTreeSet<TaskPort> = self
             .publish
@@ -208,6 +208,7 @@ impl ServiceSpec {
                 Some(TaskPort {
                     container_port,
                     protocol: publish.protocol,
+                    host_port: (publish.mode == PublishMode::Host).then_some(publish.port),
                 })
             })
             .collect();
@@ -215,7 +216,8 @@ impl ServiceSpec {
     }
 }
 
-/// A port opened on every node by the proxy, forwarding to Ready tasks.
+/// A port a Service publishes: on every node through the proxy (`ingress`), or on the
+/// nodes that run its tasks, straight to the container (`host`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PublishedPort {
@@ -228,12 +230,18 @@ pub struct PublishedPort {
     pub mode: PublishMode,
 }
 
-/// Only the routing mesh is implemented; Swarm's `host` mode is not offered.
+/// Swarm's two publish modes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum PublishMode {
+    /// The routing mesh: every node's proxy listens on the port and forwards to Ready
+    /// tasks anywhere; readiness gates the traffic.
     #[default]
     Ingress,
+    /// Docker binds the port on the node a task runs on, straight to its container: no
+    /// proxy, no readiness gate, and at most one such task per node and port (the
+    /// scheduler keeps a second off a node where the port is taken).
+    Host,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

@@ -247,8 +247,8 @@ fn unknown_fields_and_bad_values_fail_to_parse() {
             "unknown variant `random`",
         ),
         (
-            json!({"publish": [{"port": 80, "targetPort": 80, "mode": "host"}]}),
-            "unknown variant `host`",
+            json!({"publish": [{"port": 80, "targetPort": 80, "mode": "vip"}]}),
+            "unknown variant `vip`",
         ),
         (
             json!({"template": {"ports": [{"containerPort": 80, "protocol": "sctp"}]}}),
@@ -324,19 +324,29 @@ fn published_task_ports_resolve_names_and_keep_protocol() {
         (
             json!({"template": {"image": "x", "ports": [{"containerPort": 8080}, {"containerPort": 9090}]},
                    "publish": [{"port": 80, "targetPort": 8080}]}),
-            vec![(8080, Protocol::Tcp)],
+            vec![(8080, Protocol::Tcp, None)],
         ),
         (
             json!({"template": {"image": "x", "ports": [{"name": "dns", "containerPort": 53, "protocol": "udp"}]},
                    "publish": [{"port": 53, "targetPort": "dns", "protocol": "udp"},
                                {"port": 54, "targetPort": 53, "protocol": "udp"}]}),
-            vec![(53, Protocol::Udp)],
+            vec![(53, Protocol::Udp, None)],
         ),
         (
             json!({"template": {"image": "x", "ports": [{"containerPort": 53}]},
                    "publish": [{"port": 54, "targetPort": 53, "protocol": "udp"},
                                {"port": 53, "targetPort": 53}]}),
-            vec![(53, Protocol::Tcp), (53, Protocol::Udp)],
+            vec![(53, Protocol::Tcp, None), (53, Protocol::Udp, None)],
+        ),
+        // Host mode binds the published port itself, beside the mesh's ephemeral one.
+        (
+            json!({"template": {"image": "x", "ports": [{"name": "http", "containerPort": 8080}]},
+                   "publish": [{"port": 80, "targetPort": "http"},
+                               {"port": 8080, "targetPort": "http", "mode": "host"}]}),
+            vec![
+                (8080, Protocol::Tcp, None),
+                (8080, Protocol::Tcp, Some(8080)),
+            ],
         ),
     ];
     for (spec, expected) in cases {
@@ -345,7 +355,7 @@ fn published_task_ports_resolve_names_and_keep_protocol() {
             .spec
             .published_task_ports()
             .into_iter()
-            .map(|port| (port.container_port, port.protocol))
+            .map(|port| (port.container_port, port.protocol, port.host_port))
             .collect();
         assert_eq!(ports, expected, "{spec}");
     }

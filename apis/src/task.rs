@@ -48,7 +48,8 @@ pub struct TaskSpec {
     pub published_ports: Vec<TaskPort>,
 }
 
-/// A container port and its protocol: what Docker calls `8080/tcp`.
+/// A container port and its protocol (what Docker calls `8080/tcp`) to bind on the host:
+/// on an ephemeral port for the routing mesh, or on `hostPort` for a `host` mode publish.
 #[derive(
     Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
 )]
@@ -57,6 +58,8 @@ pub struct TaskPort {
     pub container_port: i32,
     #[serde(default)]
     pub protocol: Protocol,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_port: Option<i32>,
 }
 
 /// What the managers want of the task; the agent converges the container to it.

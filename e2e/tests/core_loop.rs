@@ -221,6 +221,62 @@ async fn a_constraint_no_node_meets_leaves_the_task_pending_with_the_reason() {
     );
 }
 
+/// Swarm's host mode: the task's node binds the published port itself, straight to the
+/// container (no proxy), and a second task needing that port waits for a node where it is
+/// free, saying so.
+#[tokio::test]
+async fn a_host_mode_port_is_bound_on_the_tasks_node_and_keeps_a_second_task_off_it() {
+    let mut cluster = Cluster::start("host-port").await;
+    cluster.start_agent("n1", &[]);
+    let port = dctl_e2e::load::free_port();
+    let publish = format!("  publish:\n    - {{port: {port}, targetPort: http, mode: host}}\n");
+    cluster
+        .apply("edge.yaml", &service("edge", 2, &publish))
+        .await;
+    let running = cluster.running(Some("edge"), 1, CONVERGE).await;
+    let in_use = format!("0/1 nodes are available: 1 node has host port {port}/tcp in use");
+    cluster
+        .wait_for(
+            "the second task pending with the reason",
+            CONVERGE,
+            || async {
+                let out = cluster.env.dctl(&["get", "tasks", "-n", "e2e"]).await;
+                out.stdout
+                    .lines()
+                    .any(|l| l.starts_with("edge.") && l.contains("pending") && l.contains(&in_use))
+                    .then_some(())
+            },
+        )
+        .await;
+    let answer = dctl_e2e::load::get_once(port).await;
+    assert_eq!(answer.map(|a| a.task), Ok(running[0].task.clone()));
+
+    // Scaling down takes the task that does not run; the one that does keeps its port.
+    cluster
+        .env
+        .dctl(&["scale", "edge=1", "-n", "e2e"])
+        .await
+        .success();
+    cluster
+        .wait_for("no pending task left", CONVERGE, || async {
+            let out = cluster.env.dctl(&["get", "tasks", "-n", "e2e"]).await;
+            (!out.stdout.contains("pending")).then_some(())
+        })
+        .await;
+    assert_eq!(cluster.running(Some("edge"), 1, CONVERGE).await, running);
+
+    // An update (stop-first, the default) frees the port before the new task takes it.
+    let v2 = format!("    env: [{{name: VERSION, value: \"2\"}}]\n{publish}");
+    cluster.apply("edge.yaml", &service("edge", 1, &v2)).await;
+    let answer = cluster
+        .wait_for("version 2 answering on the host port", CONVERGE, || async {
+            let answer = dctl_e2e::load::get_once(port).await.ok()?;
+            (answer.version == "2").then_some(answer)
+        })
+        .await;
+    assert_ne!(answer.task, running[0].task);
+}
+
 #[tokio::test]
 async fn on_failure_with_max_attempts_3_replaces_exactly_3_times() {
     let mut cluster = Cluster::start("max-attempts").await;

@@ -3,7 +3,7 @@
 use super::service::Translator;
 use super::values;
 use super::yaml::{Node, Value};
-use crate::service::{PublishedPort, ServiceSpec};
+use crate::service::{PublishMode, PublishedPort, ServiceSpec};
 use crate::template::{ContainerPort, PortRef, Protocol};
 
 impl Translator<'_> {
@@ -21,7 +21,7 @@ impl Translator<'_> {
                         port.targets,
                         port.protocol,
                         port.host_ip,
-                        None,
+                        PublishMode::Ingress,
                     ),
                     Err(message) => {
                         self.diags.error(item, &at, message);
@@ -32,7 +32,7 @@ impl Translator<'_> {
                     let mut target = Vec::new();
                     let mut published = Vec::new();
                     let mut protocol = Protocol::Tcp;
-                    let (mut host_ip, mut mode) = (None, None);
+                    let (mut host_ip, mut mode) = (None, PublishMode::Ingress);
                     for (field, v) in fields {
                         let at = format!("{at}.{}", field.name);
                         let text = v.as_str().unwrap_or_default();
@@ -45,8 +45,9 @@ impl Translator<'_> {
                                 Ok(())
                             }
                             "mode" => match text {
-                                "ingress" | "host" => {
-                                    mode = Some((text.to_string(), v.clone()));
+                                "ingress" => Ok(()),
+                                "host" => {
+                                    mode = PublishMode::Host;
                                     Ok(())
                                 }
                                 _ => Err("expected ingress or host".to_string()),
@@ -88,9 +89,6 @@ impl Translator<'_> {
                     ),
                 );
             }
-            if let Some((mode, v)) = mode.filter(|(m, _)| m == "host") {
-                self.diags.warn(&v, &format!("{at}.mode"), format!("mode {mode} ignored: dctl publishes through its routing mesh on every node"));
-            }
             for target in &targets {
                 add_port(&mut spec.template.ports, *target, protocol);
             }
@@ -104,7 +102,7 @@ impl Translator<'_> {
                     port: *port,
                     target_port: PortRef::Number(target),
                     protocol,
-                    mode: Default::default(),
+                    mode,
                 });
             }
         }

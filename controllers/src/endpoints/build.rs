@@ -5,6 +5,7 @@ use std::net::IpAddr;
 
 use dctl_apis::endpoints::{Endpoint, EndpointPort, EndpointsSpec, ANNOTATION_READINESS_GATING};
 use dctl_apis::meta::find_condition;
+use dctl_apis::service::{PublishMode, PublishedPort};
 use dctl_apis::task::{TaskDesiredState, CONDITION_READY};
 use dctl_apis::{ConditionStatus, Node, Service, Task, TaskState};
 
@@ -61,9 +62,14 @@ pub fn endpoints_spec(
     tasks: &[&Task],
     node_address: impl Fn(&str) -> String,
 ) -> EndpointsSpec {
-    let ports: Vec<EndpointPort> = service
+    // Host-mode ports are Docker's to bind on the task's node: no proxy serves them.
+    let mesh: Vec<&PublishedPort> = service
         .spec
         .publish
+        .iter()
+        .filter(|publish| publish.mode == PublishMode::Ingress)
+        .collect();
+    let ports: Vec<EndpointPort> = mesh
         .iter()
         .map(|publish| EndpointPort {
             name: EndpointPort::name_for(publish.port, publish.protocol),
@@ -81,7 +87,7 @@ pub fn endpoints_spec(
                 return None;
             }
             let (mut host_ports, mut container_ports) = (BTreeMap::new(), BTreeMap::new());
-            for publish in &service.spec.publish {
+            for publish in &mesh {
                 let Some(target) = publish.target_port.resolve(&task.spec.template.ports) else {
                     continue;
                 };

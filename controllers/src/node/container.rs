@@ -284,18 +284,22 @@ fn host_config(
 /// (Docker picks it; the task runtime reports it in `Task.status.hostPorts`), for the
 /// proxy to reach the task from any node. `0.0.0.0`, not the empty address: Docker 20.10
 /// would pick different ports for IPv4 and IPv6.
+/// The host bindings of the published ports: an ephemeral host port for the routing mesh,
+/// the fixed one for a `host` mode publish (a container port may have both).
 fn port_bindings(published: &[TaskPort]) -> Option<PortMap> {
-    let bindings: PortMap = published
-        .iter()
-        .map(|port| {
-            let binding = PortBinding {
-                host_ip: Some("0.0.0.0".to_string()),
-                host_port: Some(String::new()),
-            };
-            let key = format!("{}/{}", port.container_port, port.protocol);
-            (key, Some(vec![binding]))
-        })
-        .collect();
+    let mut bindings = PortMap::new();
+    for port in published {
+        let binding = PortBinding {
+            host_ip: Some("0.0.0.0".to_string()),
+            host_port: Some(port.host_port.map_or_else(String::new, |p| p.to_string())),
+        };
+        let key = format!("{}/{}", port.container_port, port.protocol);
+        bindings
+            .entry(key)
+            .or_insert_with(|| Some(Vec::new()))
+            .get_or_insert_with(Vec::new)
+            .push(binding);
+    }
     (!bindings.is_empty()).then_some(bindings)
 }
 
@@ -637,7 +641,7 @@ mod tests {
     }
 
     #[test]
-    fn only_published_ports_get_ephemeral_host_ports() {
+    fn only_published_ports_get_host_ports() {
         let template = json!({"image": "x", "ports": [
             {"containerPort": 8080}, {"containerPort": 9090}, {"containerPort": 53, "protocol": "udp"}]});
         let mut task = task(template.clone());
@@ -645,10 +649,17 @@ mod tests {
             TaskPort {
                 container_port: 8080,
                 protocol: Protocol::Tcp,
+                host_port: None,
+            },
+            TaskPort {
+                container_port: 8080,
+                protocol: Protocol::Tcp,
+                host_port: Some(80),
             },
             TaskPort {
                 container_port: 53,
                 protocol: Protocol::Udp,
+                host_port: None,
             },
         ];
         let plan = plan(&task, "n1", &BTreeMap::new(), &[]).unwrap();
@@ -657,11 +668,18 @@ mod tests {
             host_ip: Some("0.0.0.0".into()),
             host_port: Some(String::new()),
         }]);
+        let mesh_and_host = Some(vec![
+            ephemeral.clone().unwrap().remove(0),
+            PortBinding {
+                host_ip: Some("0.0.0.0".into()),
+                host_port: Some("80".into()),
+            },
+        ]);
         // 9090 (a metrics port, say) stays unreachable from outside the host.
         assert_eq!(
             bindings,
             PortMap::from([
-                ("8080/tcp".to_string(), ephemeral.clone()),
+                ("8080/tcp".to_string(), mesh_and_host),
                 ("53/udp".to_string(), ephemeral),
             ])
         );

@@ -5,10 +5,11 @@ use std::cell::Cell;
 use dctl_apis::constraint::ConstraintOp;
 use dctl_apis::node::NodeAvailability;
 use dctl_apis::service::Placement;
+use dctl_apis::template::Protocol;
 use dctl_apis::{Constraint, ConstraintError, NodeFacts, Quantity, Task};
 
 use super::explain;
-use super::node_info::{service_of, Amounts, NodeInfo};
+use super::node_info::{fixed_host_ports, service_of, Amounts, NodeInfo};
 
 /// One reason a node may refuse a task, as swarmkit's scheduler filters.
 pub trait Filter {
@@ -45,6 +46,10 @@ pub fn pipeline(
     }
     if needs.memory_bytes > 0 {
         filters.push(Box::new(Reservation::memory(needs.memory_bytes)));
+    }
+    let host_ports: Vec<(i32, Protocol)> = fixed_host_ports(task).collect();
+    if !host_ports.is_empty() {
+        filters.push(Box::new(HostPortsFree(host_ports)));
     }
     if placement.max_replicas_per_node > 0 {
         filters.push(Box::new(MaxReplicasPerNode(
@@ -212,6 +217,34 @@ impl Filter for MaxReplicasPerNode {
             nodes_refused,
             &format!("already runs {tasks} {rest}"),
             &format!("already run {tasks} {rest}"),
+        )
+    }
+}
+
+/// The host ports a task publishes in `host` mode are free on the node: no unfinished task
+/// bound there binds one of them (swarmkit's host port filter).
+pub struct HostPortsFree(pub Vec<(i32, Protocol)>);
+
+impl Filter for HostPortsFree {
+    fn check(&self, _task: &Task, node: &NodeInfo) -> bool {
+        self.0.iter().all(|port| !node.host_ports.contains(port))
+    }
+
+    fn explain(&self, nodes_refused: usize) -> String {
+        let ports: Vec<String> = self
+            .0
+            .iter()
+            .map(|(port, protocol)| format!("{port}/{}", protocol.as_str()))
+            .collect();
+        let ports = if ports.len() == 1 {
+            format!("host port {} in use", ports[0])
+        } else {
+            format!("one of host ports {} in use", ports.join(", "))
+        };
+        explain::nodes(
+            nodes_refused,
+            &format!("has {ports}"),
+            &format!("have {ports}"),
         )
     }
 }
@@ -432,6 +465,48 @@ mod tests {
     }
 
     #[test]
+    fn host_ports_taken_by_unfinished_tasks() {
+        let nodes = vec![
+            Arc::new(node("a").build()),
+            Arc::new(node("b").build()),
+            Arc::new(node("c").build()),
+        ];
+        let mut stopping = bound(task("web", "web.2").host_port(8080), "b");
+        stopping.spec.desired_state = dctl_apis::task::TaskDesiredState::Shutdown;
+        let mut failed = bound(task("web", "web.3").host_port(8080), "c");
+        failed.status.as_mut().unwrap().state = dctl_apis::task::TaskState::Failed;
+        let tasks: Vec<Arc<Task>> = [
+            bound(task("web", "web.1").host_port(8080), "a"),
+            stopping,
+            failed,
+            bound(task("db", "db.1").host_port(5432), "c"),
+        ]
+        .into_iter()
+        .map(Arc::new)
+        .collect();
+        let infos = node_infos(&nodes, &tasks);
+        let web = task("web", "web.4").host_port(8080).build();
+        let filter = HostPortsFree(fixed_host_ports(&web).collect());
+        assert_eq!(
+            run(&filter, &web, &infos),
+            (
+                vec![false, false, true],
+                "2 nodes have host port 8080/tcp in use".to_string()
+            ),
+            "a running and a stopping task hold the port; a failed one does not"
+        );
+        let both = task("web", "web.5").host_port(8080).host_port(5432).build();
+        let filter = HostPortsFree(fixed_host_ports(&both).collect());
+        assert_eq!(
+            run(&filter, &both, &infos),
+            (
+                vec![false, false, false],
+                "3 nodes have one of host ports 8080/tcp, 5432/tcp in use".to_string()
+            )
+        );
+    }
+
+    #[test]
     fn the_pipeline_holds_what_the_task_and_placement_ask_for() {
         let count = |task: &Task, placement| pipeline(task, &placement).unwrap().len();
         let plain = task("web", "web.1").build();
@@ -443,6 +518,8 @@ mod tests {
         let reserving = task("web", "web.1").reserve("1", 1 << 20).build();
         let constrained = placement(&["node.labels.a == 1", "node.role == worker"], &[], 2);
         assert_eq!(count(&reserving, constrained), 3 + 2 + 2 + 1);
+        let publishing = task("web", "web.1").host_port(80).build();
+        assert_eq!(count(&publishing, Default::default()), 3 + 1);
         let broken = placement(&["node.labels.a = 1"], &[], 0);
         let error = pipeline(&plain, &broken).err().unwrap();
         assert_eq!(

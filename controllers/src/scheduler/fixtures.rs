@@ -3,7 +3,8 @@
 use dctl_apis::meta::{Condition, ConditionStatus};
 use dctl_apis::node::{NodeAvailability, NodeStatus, CONDITION_READY};
 use dctl_apis::service::{Placement, PlacementPreference};
-use dctl_apis::task::{TaskState, TaskStatus};
+use dctl_apis::task::{TaskPort, TaskState, TaskStatus};
+use dctl_apis::template::Protocol;
 use dctl_apis::{Node, ObjectMeta, Quantity, Task};
 
 /// A ready, active node with 4 cpus and 8 GiB, to be adjusted.
@@ -87,6 +88,16 @@ impl TaskBuilder {
         let reservations = &mut self.0.spec.template.resources.reservations;
         reservations.cpus = (!cpus.is_empty()).then(|| Quantity::new(cpus));
         reservations.memory = (memory_bytes > 0).then(|| Quantity::from_bytes(memory_bytes));
+        self
+    }
+
+    /// Publishes container port 80 on host port `port` (`host` mode).
+    pub fn host_port(mut self, port: i32) -> Self {
+        self.0.spec.published_ports.push(TaskPort {
+            container_port: 80,
+            protocol: Protocol::Tcp,
+            host_port: Some(port),
+        });
         self
     }
 

@@ -1,11 +1,12 @@
 //! What the scheduler knows of a node: the Node itself and the tasks bound to it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use dctl_apis::meta::{find_condition, ConditionStatus};
 use dctl_apis::node::CONDITION_READY;
 use dctl_apis::task::TaskDesiredState;
+use dctl_apis::template::Protocol;
 use dctl_apis::{Node, Task};
 use dctl_runtime::ObjectKey;
 
@@ -42,6 +43,12 @@ impl Amounts {
     }
 }
 
+/// The host ports `task` binds itself (`host` mode publish), with their protocol.
+pub fn fixed_host_ports(task: &Task) -> impl Iterator<Item = (i32, Protocol)> + '_ {
+    let published = task.spec.published_ports.iter();
+    published.filter_map(|port| Some((port.host_port?, port.protocol)))
+}
+
 /// The service a task belongs to: its namespace and the service's name.
 pub fn service_of(task: &Task) -> ObjectKey {
     ObjectKey::new(task.metadata.namespace(), &task.spec.service_name)
@@ -59,6 +66,9 @@ pub struct NodeInfo {
     /// tasks being shut down no longer count for spreading.
     pub active_tasks: usize,
     active_by_service: HashMap<ObjectKey, usize>,
+    /// The fixed host ports (`host` mode publish) of the tasks bound here that have not
+    /// finished: like a reservation, a stopping task holds its port until it has stopped.
+    pub host_ports: HashSet<(i32, Protocol)>,
 }
 
 impl NodeInfo {
@@ -70,6 +80,7 @@ impl NodeInfo {
             reserved: Amounts::default(),
             active_tasks: 0,
             active_by_service: HashMap::new(),
+            host_ports: HashSet::new(),
         }
     }
 
@@ -97,6 +108,7 @@ impl NodeInfo {
             return;
         }
         self.reserved.add(Amounts::reserved_by(task));
+        self.host_ports.extend(fixed_host_ports(task));
         let desired = task.spec.desired_state;
         if matches!(desired, TaskDesiredState::Running | TaskDesiredState::Ready) {
             self.active_tasks += 1;

@@ -2,6 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use dctl_apis::meta::find_condition;
+use dctl_apis::service::PublishMode;
 use dctl_apis::task::TaskState;
 use dctl_apis::{
     Condition, ConditionStatus, Endpoints, Event, GitSync, Network, Node, Resource, Service,
@@ -50,7 +51,15 @@ impl Printable for Service {
                 .spec
                 .publish
                 .iter()
-                .map(|p| format!("*:{}->{}/{}", p.port, p.target_port, p.protocol))
+                .map(|p| match p.mode {
+                    // Like `docker service ls`: `*` is every node, through the mesh.
+                    PublishMode::Ingress => {
+                        format!("*:{}->{}/{}", p.port, p.target_port, p.protocol)
+                    }
+                    PublishMode::Host => {
+                        format!("{}->{}/{} (host)", p.port, p.target_port, p.protocol)
+                    }
+                })
                 .collect::<Vec<_>>()
                 .join(",");
             vec![
