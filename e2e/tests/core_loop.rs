@@ -6,7 +6,7 @@ use std::time::Duration;
 use dctl_apis::node::NodeAvailability;
 use dctl_apis::task::TaskState;
 use dctl_apis::{Network, Node, Service, Task};
-use dctl_e2e::cluster::Cluster;
+use dctl_e2e::cluster::{Cluster, Container};
 
 const CONVERGE: Duration = Duration::from_secs(60);
 
@@ -65,22 +65,29 @@ async fn apply_scale_and_delete_converge_the_containers() {
         .await;
 }
 
-#[tokio::test]
-async fn a_container_removed_by_hand_is_replaced_and_a_restarted_agent_adopts_its_own() {
-    let mut cluster = Cluster::start("replace-adopt").await;
+/// A cluster of one node, `n1`, running service `web` with 2 replicas (restart delay
+/// 500 ms): the cluster, the node's name and the two containers.
+async fn two_web_replicas_on_n1(test_name: &str) -> (Cluster, String, Vec<Container>) {
+    let mut cluster = Cluster::start(test_name).await;
     let node = cluster.start_agent("n1", &[]);
-    cluster
-        .apply(
-            "web.yaml",
-            &service("web", 2, "    restartPolicy: {delay: 500ms}\n"),
-        )
-        .await;
-    let before = cluster.running(Some("web"), 2, CONVERGE).await;
+    let web = service("web", 2, "    restartPolicy: {delay: 500ms}\n");
+    cluster.apply("web.yaml", &web).await;
+    let containers = cluster.running(Some("web"), 2, CONVERGE).await;
+    (cluster, node, containers)
+}
 
+/// `docker rm -f`, as an operator would.
+fn remove_by_hand(container: &Container) {
     std::process::Command::new("docker")
-        .args(["rm", "-f", &before[0].id])
+        .args(["rm", "-f", &container.id])
         .output()
         .unwrap();
+}
+
+#[tokio::test]
+async fn a_container_removed_by_hand_is_replaced_and_a_restarted_agent_adopts_its_own() {
+    let (mut cluster, node, before) = two_web_replicas_on_n1("replace-adopt").await;
+    remove_by_hand(&before[0]);
     let after = cluster
         .wait_for("a replacement container", CONVERGE, || async {
             let now = running_now(&cluster, "web");
@@ -122,7 +129,78 @@ async fn a_container_removed_by_hand_is_replaced_and_a_restarted_agent_adopts_it
     );
 }
 
-fn running_now(cluster: &Cluster, service: &str) -> Vec<dctl_e2e::cluster::Container> {
+/// etcd goes away under a running cluster while a container is removed by hand: the
+/// daemons say so and retry, the CLI fails with one line, and once etcd is back the
+/// missing task is replaced: two containers, two running tasks, none doubled.
+#[tokio::test]
+async fn an_etcd_outage_is_ridden_out_and_the_cluster_converges_without_duplicates() {
+    let (mut cluster, _node, before) = two_web_replicas_on_n1("etcd-outage").await;
+    cluster.env.etcd.kill().await;
+    remove_by_hand(&before[0]);
+    let refused = cluster.env.dctl(&["get", "svc", "-n", "e2e"]).await;
+    assert_eq!(refused.code, 6, "{refused:#?}");
+    assert!(refused.stderr.contains("cannot reach etcd"), "{refused:#?}");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    cluster
+        .env
+        .etcd
+        .restart()
+        .await
+        .expect("etcd restarts on its data");
+
+    let after = cluster
+        .wait_for("a replacement container", CONVERGE, || async {
+            let now = running_now(&cluster, "web");
+            (now.len() == 2 && !now.iter().any(|c| c.id == before[0].id)).then_some(now)
+        })
+        .await;
+    cluster
+        .wait_for("READY 2/2", CONVERGE, || async {
+            let out = cluster.env.dctl(&["get", "svc", "web", "-n", "e2e"]).await;
+            out.stdout.contains("2/2").then_some(())
+        })
+        .await;
+    // Settled: nothing more starts, and each running task has a slot of its own.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(running_now(&cluster, "web").len(), 2, "{}", cluster.logs());
+    let tasks = cluster.tasks("e2e").await;
+    let mut slots: Vec<u32> = tasks
+        .iter()
+        .filter(|t| {
+            t.status
+                .as_ref()
+                .is_some_and(|s| s.state == TaskState::Running)
+        })
+        .filter_map(|t| t.spec.slot)
+        .collect();
+    slots.sort_unstable();
+    assert_eq!(slots, [1, 2], "{tasks:#?}");
+    let running_ids: Vec<String> = tasks
+        .iter()
+        .filter(|t| {
+            t.status
+                .as_ref()
+                .is_some_and(|s| s.state == TaskState::Running)
+        })
+        .filter_map(|t| t.status.as_ref()?.container_id.clone())
+        .collect();
+    for container in &after {
+        // `docker ps` shows the short id, the status the full one.
+        let has_task = running_ids.iter().any(|id| id.starts_with(&container.id));
+        assert!(
+            has_task,
+            "{} has no running task: {running_ids:?}",
+            container.id
+        );
+    }
+    let logs = cluster.logs();
+    assert!(
+        logs.contains("cannot reach etcd"),
+        "the outage was said:\n{logs}"
+    );
+}
+
+fn running_now(cluster: &Cluster, service: &str) -> Vec<Container> {
     cluster
         .containers()
         .into_iter()
