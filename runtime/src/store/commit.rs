@@ -14,7 +14,10 @@
 //!   which reads what beat it;
 //! - etcd refuses the batch as a whole (a limit, say): every write is sent alone.
 //!
-//! A write alone is one transaction, as before batching: a single writer pays nothing.
+//! A write alone is one transaction, as before batching: a single writer pays nothing. When
+//! nothing waits and a transaction slot is free, the caller's own task sends it, with no
+//! hop to a sender task and back (two cross-thread wake-ups, most of a lone write's cost
+//! beyond etcd's).
 //! Each key is written at most once per batch, so a batch never holds two operations on
 //! one key (mirror keys, a Task's assignment, are derived from the object's own key).
 
@@ -178,6 +181,18 @@ impl Store {
     /// # Errors
     /// `Unavailable` when etcd does not answer; `Etcd` when it refuses the write.
     pub(super) async fn commit(&self, write: Write) -> Result<Committed, StoreError> {
+        let inline = {
+            let mut queue = self.committer().lock();
+            let idle = queue.waiting.is_empty() && queue.senders < BATCHES_IN_FLIGHT;
+            if idle {
+                queue.senders += 1;
+            }
+            idle
+        };
+        if inline {
+            let _slot = InlineSlot(self);
+            return self.write_alone(&write, false).await;
+        }
         let (reply, answer) = oneshot::channel();
         let start_sender = {
             let mut queue = self.committer().lock();
@@ -307,34 +322,60 @@ impl Store {
         }
     }
 
-    /// One write in a transaction of its own, which reads the key if the compare fails.
+    /// Answers a queued write from a transaction of its own.
     async fn answer_alone(&self, pending: Pending) {
-        let Pending {
-            write,
-            retried,
-            reply,
-        } = pending;
-        let result = self
-            .retrying(|attempt, mut kv| {
-                let txn = Txn::new()
-                    .when([write.expect.compare(&write.key)])
-                    .and_then(write.ops.clone())
-                    .or_else([TxnOp::get(write.key.as_str(), None)]);
-                async move { kv.txn(txn).await.map(|r| (r, attempt > 0)) }
-            })
-            .await
-            .map(|(response, again)| {
-                let revision = header_revision(&response);
-                if response.succeeded() {
-                    return Committed::Written { revision };
-                }
-                Committed::Refused {
-                    current: read_keys(&response).into_iter().next().flatten(),
-                    revision,
-                    retried: retried || again,
-                }
-            });
-        let _ = reply.send(result);
+        let result = self.write_alone(&pending.write, pending.retried).await;
+        let _ = pending.reply.send(result);
+    }
+
+    /// One write in a transaction of its own, which reads the key if the compare fails.
+    async fn write_alone(&self, write: &Write, retried: bool) -> Result<Committed, StoreError> {
+        self.retrying(|attempt, mut kv| {
+            let txn = Txn::new()
+                .when([write.expect.compare(&write.key)])
+                .and_then(write.ops.clone())
+                .or_else([TxnOp::get(write.key.as_str(), None)]);
+            async move { kv.txn(txn).await.map(|r| (r, attempt > 0)) }
+        })
+        .await
+        .map(|(response, again)| {
+            let revision = header_revision(&response);
+            if response.succeeded() {
+                return Committed::Written { revision };
+            }
+            Committed::Refused {
+                current: read_keys(&response).into_iter().next().flatten(),
+                revision,
+                retried: retried || again,
+            }
+        })
+    }
+}
+
+/// The transaction slot of a write its caller sends itself. Given back however the write
+/// ends (its caller may give up mid-way); writes that queued meanwhile, finding every slot
+/// taken, get a sender then.
+struct InlineSlot<'a>(&'a Store);
+
+impl Drop for InlineSlot<'_> {
+    fn drop(&mut self) {
+        let start_sender = {
+            let mut queue = self.0.committer().lock();
+            let start = !queue.waiting.is_empty();
+            if !start {
+                queue.senders -= 1;
+            }
+            // Else the slot passes straight to the new sender.
+            start
+        };
+        if start_sender {
+            let store = self.0.clone();
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => drop(runtime.spawn(async move { store.send_batches().await })),
+                // The runtime is going away: nobody is left to wait for an answer.
+                Err(_) => store.committer().lock().senders -= 1,
+            }
+        }
     }
 }
 
