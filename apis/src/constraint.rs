@@ -160,7 +160,8 @@ fn label<'m>(labels: &'m BTreeMap<String, String>, name: &str) -> &'m str {
 }
 
 /// Docker reports `x86_64` where images and users say `amd64`; both spellings match.
-fn canonical_arch(arch: &str) -> &str {
+/// Docker's and Go's names for one architecture: `x86_64` is `amd64`, `aarch64` is `arm64`.
+pub(crate) fn canonical_arch(arch: &str) -> &str {
     match arch.to_ascii_lowercase().as_str() {
         "x86_64" | "x86-64" => "amd64",
         "aarch64" => "arm64",

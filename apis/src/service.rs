@@ -124,6 +124,52 @@ pub struct Placement {
     /// 0 means no limit.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub max_replicas_per_node: u32,
+    /// Swarm's `placement.platforms` (compose's `platform`): a node must be one of these;
+    /// none means any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub platforms: Vec<PlacementPlatform>,
+}
+
+/// An operating system and architecture a task can run on (`linux/amd64`); an empty part
+/// matches any.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PlacementPlatform {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub os: String,
+    /// Docker's or Go's name: `x86_64` and `amd64` are one, as are `aarch64` and `arm64`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub architecture: String,
+}
+
+impl PlacementPlatform {
+    /// Whether a node of this `os` and `architecture` is this platform; as in constraints,
+    /// case does not matter.
+    pub fn matches(&self, os: &str, architecture: &str) -> bool {
+        let os_matches = self.os.is_empty() || self.os.eq_ignore_ascii_case(os);
+        let arch_matches = self.architecture.is_empty()
+            || crate::constraint::canonical_arch(&self.architecture)
+                .eq_ignore_ascii_case(crate::constraint::canonical_arch(architecture));
+        os_matches && arch_matches
+    }
+}
+
+impl std::fmt::Display for PlacementPlatform {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let part = |s: &str| {
+            if s.is_empty() {
+                "*".to_string()
+            } else {
+                s.to_string()
+            }
+        };
+        write!(f, "{}/{}", part(&self.os), part(&self.architecture))
+    }
+}
+
+/// Whether a node of `os` and `architecture` is one of `platforms` (any, when none).
+pub fn platform_fits(platforms: &[PlacementPlatform], os: &str, architecture: &str) -> bool {
+    platforms.is_empty() || platforms.iter().any(|p| p.matches(os, architecture))
 }
 
 /// Spread tasks evenly over the values of a node label (`node.labels.zone`).
@@ -363,6 +409,7 @@ impl Placement {
         self.constraints.is_empty()
             && self.preferences.is_empty()
             && self.max_replicas_per_node == 0
+            && self.platforms.is_empty()
     }
 
     /// The constraints, parsed.
@@ -481,6 +528,12 @@ impl Placement {
                     preference.spread
                 );
                 errors.push(FieldError::new(&spread, message));
+            }
+        }
+        for (i, platform) in self.platforms.iter().enumerate() {
+            if platform.os.is_empty() && platform.architecture.is_empty() {
+                let message = "name an os, an architecture or both";
+                errors.push(FieldError::new(&path.child("platforms").index(i), message));
             }
         }
         errors

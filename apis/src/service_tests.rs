@@ -145,6 +145,11 @@ fn validation_reports_every_error_with_its_path() {
             vec![r#"spec.template.probes.readiness.httpGet.port: no port named "metrics" in spec.template.ports"#.into()],
         ),
         (
+            json!({"template": {"image": "x"},
+                   "placement": {"platforms": [{"os": "linux"}, {}]}}),
+            vec!["spec.placement.platforms[1]: name an os, an architecture or both".into()],
+        ),
+        (
             json!({"mode": "global", "replicas": 2, "placement": {"maxReplicasPerNode": 1},
                    "template": {"image": "x"}}),
             vec![
@@ -297,6 +302,7 @@ fn placement_helpers() {
             },
         ],
         max_replicas_per_node: 0,
+        platforms: Vec::new(),
     };
     assert_eq!(
         placement.parsed_constraints().unwrap()[0].to_string(),
@@ -315,6 +321,23 @@ fn placement_helpers() {
             None
         ]
     );
+}
+
+#[test]
+fn platforms_match_with_either_architecture_name_and_any_case() {
+    let platform = |os: &str, architecture: &str| PlacementPlatform {
+        os: os.into(),
+        architecture: architecture.into(),
+    };
+    assert!(platform("linux", "amd64").matches("linux", "x86_64"));
+    assert!(platform("Linux", "aarch64").matches("linux", "arm64"));
+    assert!(platform("", "arm64").matches("windows", "ARM64"));
+    assert!(!platform("linux", "arm64").matches("linux", "x86_64"));
+    assert!(!platform("windows", "").matches("linux", "x86_64"));
+    assert!(platform_fits(&[], "linux", "x86_64"), "none means any");
+    let either = [platform("windows", ""), platform("linux", "amd64")];
+    assert!(platform_fits(&either, "linux", "x86_64"));
+    assert_eq!(platform("linux", "").to_string(), "linux/*");
 }
 
 #[test]

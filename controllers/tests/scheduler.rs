@@ -244,7 +244,7 @@ async fn spreads_over_zones_within_the_constraint() {
     let placement = Placement {
         constraints: vec!["node.labels.tier == web".into()],
         preferences: vec![spread("node.labels.zone")],
-        max_replicas_per_node: 0,
+        ..Placement::default()
     };
     cluster.service("web", placement).await;
     cluster.run_scheduler();

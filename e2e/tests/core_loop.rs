@@ -297,6 +297,22 @@ async fn a_constraint_no_node_meets_leaves_the_task_pending_with_the_reason() {
         "{}",
         describe.stdout
     );
+
+    // A platform no node is (Swarm's placement.platforms, compose's `platform`).
+    let windows = "  placement:\n    platforms: [{os: windows}]\n";
+    cluster.apply("win.yaml", &service("win", 1, windows)).await;
+    cluster
+        .wait_for("the platform explanation", CONVERGE, || async {
+            let out = cluster.env.dctl(&["get", "tasks", "-n", "e2e"]).await;
+            out.stdout
+                .lines()
+                .any(|l| {
+                    l.starts_with("win.1.")
+                        && l.contains("0/1 nodes are available: 1 node is not windows/*")
+                })
+                .then_some(())
+        })
+        .await;
 }
 
 /// Swarm's host mode: the task's node binds the published port itself, straight to the

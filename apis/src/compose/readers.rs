@@ -4,6 +4,7 @@
 use super::service::Translator;
 use super::values::{self, shell_words};
 use super::yaml::{Key, Node, Value};
+use crate::service::PlacementPlatform;
 
 impl Translator<'_> {
     pub(super) fn mapping<'n>(&mut self, node: &'n Node, path: &str) -> Option<&'n [(Key, Node)]> {
@@ -43,6 +44,29 @@ impl Translator<'_> {
             );
         }
         text
+    }
+
+    /// `os[/architecture[/variant]]` (`linux/amd64`, `linux/arm64/v8`), as the tasks'
+    /// placement platform; a variant cannot be told from what Docker reports of a node,
+    /// so it is dropped with a warning.
+    pub(super) fn platform(&mut self, node: &Node, path: &str) -> Option<PlacementPlatform> {
+        let text = self.string(node, path)?;
+        let mut parts = text.split('/');
+        let os = parts.next().unwrap_or_default().to_string();
+        let architecture = parts.next().unwrap_or_default().to_string();
+        if let Some(variant) = parts.next() {
+            self.diags.warn(
+                node,
+                path,
+                format!("variant {variant} ignored: nodes report an os and an architecture"),
+            );
+        }
+        if os.is_empty() || parts.next().is_some() {
+            let message = format!("expected os[/architecture[/variant]], got {text:?}");
+            self.diags.error(node, path, message);
+            return None;
+        }
+        Some(PlacementPlatform { os, architecture })
     }
 
     /// A list of strings, or one string as a list of one.

@@ -44,7 +44,7 @@ impl Origin {
 const IGNORED: [&str; 2] = ["build", "pull_policy"];
 
 /// Keys dctl cannot honour, with what to do instead.
-const UNSUPPORTED: [(&str, &str); 26] = [
+const UNSUPPORTED: [(&str, &str); 25] = [
     ("container_name", "dctl names containers dctl.PROJECT.TASK"),
     ("network_mode", "tasks join the service's networks"),
     (
@@ -68,7 +68,6 @@ const UNSUPPORTED: [(&str, &str); 26] = [
     ("shm_size", ""),
     ("stdin_open", ""),
     ("tty", ""),
-    ("platform", ""),
     ("pid", ""),
     ("ipc", ""),
     ("domainname", ""),
@@ -201,6 +200,11 @@ impl Translator<'_> {
                 "sysctls" => template.sysctls = self.key_values(value, &at).into_iter().collect(),
                 "cap_add" => template.cap_add = self.strings(value, &at),
                 "cap_drop" => template.cap_drop = self.strings(value, &at),
+                "platform" => {
+                    if let Some(platform) = self.platform(value, &at) {
+                        spec.placement.platforms = vec![platform];
+                    }
+                }
                 "mem_limit" | "mem_reservation" | "cpus" => {
                     self.legacy_resources(field, value, &at, &mut spec)
                 }

@@ -125,7 +125,10 @@ fn compose_long_forms() {
     // `name:` names the project when -p does not.
     assert_eq!(translation.project, "shop");
     check_expected("long", &translation);
-    assert_eq!(warnings(&translation), Vec::<String>::new());
+    assert_eq!(
+        warnings(&translation),
+        ["long.yml: line 9: services.api.platform: variant v8 ignored: nodes report an os and an architecture"]
+    );
 }
 
 #[test]
@@ -386,6 +389,7 @@ fn compose_file_level_errors_are_exact() {
         ("services:\n  a:\n    image: x\n    deploy: {resources: {limits: {memory: lots}}}\n", "compose.yml: line 4: services.a.deploy.resources.limits.memory: invalid byte size \"lots\": expected a number with b, k, m or g"),
         ("services:\n  a:\n    image: x\n    depends_on: {b: {condition: service_ready}}\n  b: {image: y}\n", "compose.yml: line 4: services.a.depends_on.b.condition: expected service_started, service_healthy or service_completed_successfully"),
         ("services:\n  a:\n    image: x\n    user: [1]\n", "compose.yml: line 4: services.a.user: must be a string, got a list"),
+        ("services:\n  a:\n    image: x\n    platform: /amd64\n", "compose.yml: line 4: services.a.platform: expected os[/architecture[/variant]], got \"/amd64\""),
         ("services:\n  a:\n    image: x\n    depends_on: [a]\n", "compose.yml: line 4: services.a.depends_on: dependency cycle: a -> a"),
         ("services:\n  Web_Front:\n    image: x\n  web-front:\n    image: y\n", "compose.yml: line 4: services.web-front: services \"Web_Front\" and \"web-front\" both become dctl service \"web-front\""),
     ];

@@ -4,7 +4,7 @@ use std::cell::Cell;
 
 use dctl_apis::constraint::ConstraintOp;
 use dctl_apis::node::NodeAvailability;
-use dctl_apis::service::Placement;
+use dctl_apis::service::{platform_fits, Placement, PlacementPlatform};
 use dctl_apis::template::Protocol;
 use dctl_apis::{Constraint, ConstraintError, NodeFacts, Quantity, Task};
 
@@ -39,6 +39,9 @@ pub fn pipeline(
     ];
     for constraint in placement.parsed_constraints()? {
         filters.push(Box::new(MeetsConstraint(constraint)));
+    }
+    if !placement.platforms.is_empty() {
+        filters.push(Box::new(OnPlatform(placement.platforms.clone())));
     }
     let needs = Amounts::reserved_by(task);
     if needs.nano_cpus > 0 {
@@ -217,6 +220,27 @@ impl Filter for MaxReplicasPerNode {
             nodes_refused,
             &format!("already runs {tasks} {rest}"),
             &format!("already run {tasks} {rest}"),
+        )
+    }
+}
+
+/// Swarm's platform filter: the node's OS and architecture are one of the placement's
+/// platforms.
+pub struct OnPlatform(pub Vec<PlacementPlatform>);
+
+impl Filter for OnPlatform {
+    fn check(&self, _task: &Task, node: &NodeInfo) -> bool {
+        let facts = NodeFacts::of(&node.node);
+        platform_fits(&self.0, facts.os, facts.architecture)
+    }
+
+    fn explain(&self, nodes_refused: usize) -> String {
+        let platforms: Vec<String> = self.0.iter().map(ToString::to_string).collect();
+        let platforms = platforms.join(" or ");
+        explain::nodes(
+            nodes_refused,
+            &format!("is not {platforms}"),
+            &format!("are not {platforms}"),
         )
     }
 }
@@ -460,6 +484,42 @@ mod tests {
                 run(&MaxReplicasPerNode(*max), &web, &infos),
                 (passed.to_vec(), explanation.to_string()),
                 "max {max}"
+            );
+        }
+    }
+
+    #[test]
+    fn platforms_match_os_and_either_name_of_the_architecture() {
+        let mut arm = node("arm").build();
+        arm.status.as_mut().unwrap().platform.architecture = "aarch64".into();
+        let infos = [info(node("x86").build()), info(arm)];
+        let web = task("web", "web.1").build();
+        let platform = |os: &str, architecture: &str| PlacementPlatform {
+            os: os.into(),
+            architecture: architecture.into(),
+        };
+        let cases: &[(Vec<PlacementPlatform>, &[bool], &str)] = &[
+            (
+                vec![platform("linux", "amd64")],
+                &[true, false],
+                "1 node is not linux/amd64",
+            ),
+            (
+                vec![platform("linux", "")],
+                &[true, true],
+                "0 nodes are not linux/*",
+            ),
+            (
+                vec![platform("windows", ""), platform("", "arm64")],
+                &[false, true],
+                "1 node is not windows/* or */arm64",
+            ),
+        ];
+        for (platforms, passed, explanation) in cases {
+            assert_eq!(
+                run(&OnPlatform(platforms.clone()), &web, &infos),
+                (passed.to_vec(), explanation.to_string()),
+                "{platforms:?}"
             );
         }
     }

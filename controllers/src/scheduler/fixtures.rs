@@ -135,5 +135,6 @@ pub fn placement(constraints: &[&str], spread: &[&str], max_replicas_per_node: u
             })
             .collect(),
         max_replicas_per_node,
+        platforms: Vec::new(),
     }
 }

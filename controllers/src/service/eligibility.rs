@@ -1,10 +1,12 @@
-//! Which nodes a service's tasks may run on: ready, available, matching its constraints.
+//! Which nodes a service's tasks may run on: ready, available, matching its constraints
+//! and platforms.
 
 use std::collections::BTreeMap;
 
 use dctl_apis::constraint::{matches_all, Constraint, NodeFacts};
 use dctl_apis::meta::find_condition;
 use dctl_apis::node::{NodeAvailability, CONDITION_READY};
+use dctl_apis::service::{platform_fits, PlacementPlatform};
 use dctl_apis::{ConditionStatus, Node};
 
 /// How a node stands for one service: what Swarm's global orchestrator looks at.
@@ -13,21 +15,23 @@ pub struct NodeFit {
     /// Its `Ready` condition is `True`.
     pub ready: bool,
     pub availability: NodeAvailability,
-    /// It satisfies the service's placement constraints.
+    /// It satisfies the service's placement constraints and is one of its platforms.
     pub matches: bool,
 }
 
 impl NodeFit {
-    pub fn of(node: &Node, constraints: &[Constraint]) -> Self {
+    pub fn of(node: &Node, constraints: &[Constraint], platforms: &[PlacementPlatform]) -> Self {
         let ready = node
             .status
             .as_ref()
             .and_then(|s| find_condition(&s.conditions, CONDITION_READY))
             .is_some_and(|c| c.status == ConditionStatus::True);
+        let facts = NodeFacts::of(node);
         NodeFit {
             ready,
             availability: node.spec.availability,
-            matches: matches_all(constraints, &NodeFacts::of(node)),
+            matches: matches_all(constraints, &facts)
+                && platform_fits(platforms, facts.os, facts.architecture),
         }
     }
 
@@ -43,14 +47,19 @@ impl NodeFit {
     }
 }
 
-/// Every node by name, with how it stands for a service with these constraints.
+/// Every node by name, with how it stands for a service with these constraints and
+/// platforms.
 pub fn node_fits<'a>(
     nodes: impl IntoIterator<Item = &'a Node>,
     constraints: &[Constraint],
+    platforms: &[PlacementPlatform],
 ) -> BTreeMap<String, NodeFit> {
     nodes
         .into_iter()
-        .map(|node| (node.metadata.name.clone(), NodeFit::of(node, constraints)))
+        .map(|node| {
+            let fit = NodeFit::of(node, constraints, platforms);
+            (node.metadata.name.clone(), fit)
+        })
         .collect()
 }
 
@@ -84,7 +93,7 @@ mod tests {
         let eu = [Constraint::parse("node.labels.zone == eu").unwrap()];
         let us = [Constraint::parse("node.labels.zone == us").unwrap()];
         assert_eq!(
-            NodeFit::of(&node, &eu),
+            NodeFit::of(&node, &eu, &[]),
             fit(false, NodeAvailability::Active, true)
         );
         let since = chrono::Utc.with_ymd_and_hms(2025, 1, 1, 0, 0, 0).unwrap();
@@ -99,12 +108,12 @@ mod tests {
             }],
             ..NodeStatus::default()
         });
-        assert!(NodeFit::of(&node, &eu).accepts_new_tasks());
-        assert!(!NodeFit::of(&node, &us).keeps_tasks());
+        assert!(NodeFit::of(&node, &eu, &[]).accepts_new_tasks());
+        assert!(!NodeFit::of(&node, &us, &[]).keeps_tasks());
         node.spec.availability = NodeAvailability::Pause;
-        let paused = NodeFit::of(&node, &eu);
+        let paused = NodeFit::of(&node, &eu, &[]);
         assert!(!paused.accepts_new_tasks() && paused.keeps_tasks());
-        let fits = node_fits([&node], &[]);
+        let fits = node_fits([&node], &[], &[]);
         assert_eq!(fits.keys().collect::<Vec<_>>(), ["n1"]);
     }
 }

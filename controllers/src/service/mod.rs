@@ -348,13 +348,14 @@ impl Context {
             nodes.extend(found.map(Arc::new));
         }
         let nodes = nodes.iter().map(AsRef::as_ref);
+        let platforms = &service.spec.placement.platforms;
         Ok(match service.spec.placement.parsed_constraints() {
-            Ok(constraints) => eligibility::node_fits(nodes, &constraints),
+            Ok(constraints) => eligibility::node_fits(nodes, &constraints, platforms),
             Err(error) => {
                 // Validation refuses this at apply; a service written around it fits nowhere.
                 let service = ObjectKey::of(service);
                 tracing::warn!(%service, %error, "placement unusable");
-                let mut fits = eligibility::node_fits(nodes, &[]);
+                let mut fits = eligibility::node_fits(nodes, &[], &[]);
                 fits.values_mut().for_each(|fit| fit.matches = false);
                 fits
             }
