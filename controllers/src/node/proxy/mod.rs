@@ -77,6 +77,10 @@ impl ProxyConfig {
 /// How long a proxy's observation records outlive it.
 const OBSERVED_TTL: Duration = Duration::from_secs(15);
 
+/// How long the proxy waits for etcd to grant or revoke the lease of its observation
+/// records before it goes on (and tries again on its next look, or lets them expire).
+const ETCD_WAIT: Duration = Duration::from_secs(2);
+
 /// Why the proxy cannot run at all; once running it only stops on shutdown.
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
@@ -189,9 +193,16 @@ pub async fn run(
         }
     }
     if let Some(lease) = proxy.lease.take() {
-        // Nothing is proxied any more: drains need not wait for this node.
-        if let Err(error) = lease.revoke().await {
-            tracing::warn!(%error, "cannot remove the proxy's observation records; they expire");
+        // Nothing is proxied any more: drains need not wait for this node. Bounded, so an
+        // etcd that is gone does not hold up the agent's exit; the records expire anyway.
+        match tokio::time::timeout(ETCD_WAIT, lease.revoke()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "cannot remove the proxy's observation records; they expire");
+            }
+            Err(_) => tracing::warn!(
+                "etcd did not answer the revoke of the proxy's observation records; they expire"
+            ),
         }
     }
     tracing::info!(node = proxy.config.node_name, "proxy stopped");
@@ -324,14 +335,22 @@ impl Proxy {
     /// deletes the records of those gone.
     async fn record_observed(&mut self, objects: &[std::sync::Arc<Endpoints>]) {
         if !self.lease.as_ref().is_some_and(Lease::is_alive) {
-            match Lease::grant(&self.store, OBSERVED_TTL).await {
-                Ok(lease) => {
+            // Bounded: the proxy's loop waits on this, and shutdown with it.
+            let grant = Lease::grant(&self.store, OBSERVED_TTL);
+            match tokio::time::timeout(ETCD_WAIT, grant).await {
+                Ok(Ok(lease)) => {
                     // The records of a lost lease are gone with it.
                     self.observed.clear();
                     self.lease = Some(lease);
                 }
-                Err(error) => {
+                Ok(Err(error)) => {
                     tracing::warn!(%error, "cannot record the endpoints observed; retrying");
+                    return;
+                }
+                Err(_) => {
+                    tracing::warn!(
+                        "etcd did not grant a lease for the endpoints observed; retrying"
+                    );
                     return;
                 }
             }
