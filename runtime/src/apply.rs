@@ -58,8 +58,8 @@ pub fn managed_by(meta: &ObjectMeta) -> Option<ObjectKey> {
     Some(ObjectKey::new(namespace, name))
 }
 
-/// Applies objects one at a time, reading the live objects of a (kind, namespace) pair
-/// with one list when the batch names many of them.
+/// Applies objects, reading the live objects of a (kind, namespace) pair with one list when
+/// the batch names many of them. Shared: several objects may be applied at once.
 pub struct Applier<'a> {
     store: &'a Store,
     dry_run: bool,
@@ -81,7 +81,7 @@ impl<'a> Applier<'a> {
     ///
     /// # Errors
     /// Store errors; a conflict only after `CONFLICT_RETRIES` re-reads all lost their race.
-    pub async fn apply(&mut self, object: &AnyObject) -> Result<Outcome, StoreError> {
+    pub async fn apply(&self, object: &AnyObject) -> Result<Outcome, StoreError> {
         self.apply_noting_manager(object)
             .await
             .map(|(outcome, _)| outcome)
@@ -93,10 +93,10 @@ impl<'a> Applier<'a> {
     /// # Errors
     /// As [`Applier::apply`].
     pub async fn apply_noting_manager(
-        &mut self,
+        &self,
         object: &AnyObject,
     ) -> Result<(Outcome, Option<ObjectKey>), StoreError> {
-        let (store, dry_run, live) = (self.store, self.dry_run, &mut self.live);
+        let (store, dry_run, live) = (self.store, self.dry_run, &self.live);
         let (owned, manager) =
             with_object!(object, o => apply_object(store, o, dry_run, live, None).await)?;
         match owned {
@@ -111,11 +111,11 @@ impl<'a> Applier<'a> {
     /// # Errors
     /// As [`Applier::apply`].
     pub async fn apply_owned(
-        &mut self,
+        &self,
         object: &AnyObject,
         owner: &ObjectKey,
     ) -> Result<Owned, StoreError> {
-        let (store, dry_run, live) = (self.store, self.dry_run, &mut self.live);
+        let (store, dry_run, live) = (self.store, self.dry_run, &self.live);
         with_object!(object, o => apply_object(store, o, dry_run, live, Some(owner)).await)
             .map(|(owned, _)| owned)
     }
@@ -126,8 +126,9 @@ impl<'a> Applier<'a> {
 struct LiveObjects {
     /// How many documents name each pair.
     counts: HashMap<(Kind, String), usize>,
-    /// `HashMap<String, K>` of the live objects by name, for the pairs listed so far.
-    listed: HashMap<(Kind, String), Box<dyn Any + Send>>,
+    /// `HashMap<String, K>` of the live objects by name, for the pairs listed so far. An
+    /// async lock: the first of several applies at once lists, the others wait for it.
+    listed: tokio::sync::Mutex<HashMap<(Kind, String), Box<dyn Any + Send>>>,
 }
 
 impl LiveObjects {
@@ -142,14 +143,14 @@ impl LiveObjects {
         }
         LiveObjects {
             counts,
-            listed: HashMap::new(),
+            listed: tokio::sync::Mutex::new(HashMap::new()),
         }
     }
 
     /// The live object (or its absence) from a list, when its pair is worth listing;
     /// `None` when the caller should read it itself.
     async fn lookup<K: Resource>(
-        &mut self,
+        &self,
         store: &Store,
         desired: &K,
     ) -> Result<Option<Option<K>>, StoreError> {
@@ -158,7 +159,8 @@ impl LiveObjects {
         if self.counts.get(&pair).copied().unwrap_or(0) < LIST_THRESHOLD {
             return Ok(None);
         }
-        if !self.listed.contains_key(&pair) {
+        let mut listed = self.listed.lock().await;
+        if !listed.contains_key(&pair) {
             let namespace = K::KIND.namespaced().then_some(pair.1.as_str());
             let items: HashMap<String, K> = store
                 .list::<K>(namespace)
@@ -167,9 +169,9 @@ impl LiveObjects {
                 .into_iter()
                 .map(|o| (o.meta().name.clone(), o))
                 .collect();
-            self.listed.insert(pair.clone(), Box::new(items));
+            listed.insert(pair.clone(), Box::new(items));
         }
-        let items = self.listed[&pair]
+        let items = listed[&pair]
             .downcast_ref::<HashMap<String, K>>()
             .expect("each pair is listed as its own kind");
         Ok(Some(items.get(&meta.name).cloned()))
@@ -185,7 +187,7 @@ async fn apply_object<K: Resource>(
     store: &Store,
     desired: &K,
     dry_run: bool,
-    live: &mut LiveObjects,
+    live: &LiveObjects,
     owner: Option<&ObjectKey>,
 ) -> Result<(Owned, Option<ObjectKey>), StoreError> {
     let meta = desired.meta();

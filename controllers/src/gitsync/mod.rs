@@ -326,7 +326,7 @@ async fn reconcile(key: ObjectKey, ctx: Arc<Context>) -> Result<Action, Error> {
     );
 
     let read = started.elapsed();
-    let mut applier = Applier::new(&ctx.store, documents, false);
+    let applier = Applier::new(&ctx.store, documents, false);
     let mut counts = Counts::default();
     let mut conflicts = Vec::new();
     let mut conflicted = BTreeSet::new();

@@ -16,7 +16,7 @@ pub async fn keep_running_revision(
     owner: &ObjectKey,
     documents: &[Document],
 ) -> Result<(), Error> {
-    let mut applier = Applier::new(store, documents, false);
+    let applier = Applier::new(store, documents, false);
     for document in documents {
         match applier.apply_owned(&document.object, owner).await {
             Ok(Owned::Applied(Outcome::Unchanged) | Owned::OwnedBy(_)) => {}
