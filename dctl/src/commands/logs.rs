@@ -13,6 +13,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Args;
+use dctl_apis::task::TaskState;
 use dctl_apis::{Kind, Node, Service, Task};
 use dctl_controllers::node::log_access;
 use dctl_controllers::node::log_server::{self, LogOptions, LogRequest};
@@ -81,6 +82,8 @@ struct Source {
     node: String,
     /// `web.1.abcde@node1    | `, for lines of a service; none for a single task.
     prefix: Option<String>,
+    /// Its container has been started ([`has_started`]).
+    started: bool,
 }
 
 /// Swarm's `<task>@<node>` labels, padded to one width so the `|` line up.
@@ -106,6 +109,13 @@ fn has_log(task: &Task, service: &str) -> bool {
             .status
             .as_ref()
             .is_some_and(|s| s.container_id.is_some())
+}
+
+/// Whether `task`'s container has been started (it may have ended since).
+fn has_started(task: &Task) -> bool {
+    task.status
+        .as_ref()
+        .is_some_and(|s| s.state >= TaskState::Running)
 }
 
 /// Cuts a byte stream into lines; a line split across chunks is kept until its end comes.
@@ -187,9 +197,17 @@ async fn follow(
     token: Arc<str>,
     options: LogOptions,
 ) -> Result<ExitCode, CliError> {
-    let mut followed: HashSet<String> = found.sources.iter().map(|s| s.task.clone()).collect();
+    // A service's task whose container is created but not started yet joins once it has
+    // started, through the watch below: a followed log of it would end at once.
+    let for_service = found.service.is_some();
+    let now: Vec<Source> = found
+        .sources
+        .into_iter()
+        .filter(|s| s.started || !for_service)
+        .collect();
+    let mut followed: HashSet<String> = now.iter().map(|s| s.task.clone()).collect();
     let mut copies = FuturesUnordered::new();
-    for source in found.sources {
+    for source in now {
         let address = addresses[&source.node].clone();
         let request = LogRequest::new(namespace, &source.task, options);
         copies.push(copy_owned(source, address, token.clone(), request));
@@ -216,14 +234,20 @@ async fn follow(
                             continue;
                         }
                     };
-                    if !has_log(&task, &service) || followed.contains(&task.metadata.name) {
+                    // Not before its container has started: Docker ends a followed log of
+                    // a container that is only created at once, and its lines would be lost.
+                    if !has_log(&task, &service)
+                        || !has_started(&task)
+                        || followed.contains(&task.metadata.name)
+                    {
                         continue;
                     }
                     let source = Source {
                         task: task.metadata.name.clone(),
                         node: node_of(&task).to_string(),
                         prefix: Some(prefix(&label(&task), found.label_width)),
-                                };
+                        started: true,
+                    };
                     if !addresses.contains_key(&source.node) {
                         addresses.extend(agent_addresses(store, std::slice::from_ref(&source)).await?);
                     }
@@ -287,6 +311,7 @@ async fn sources(store: &Store, namespace: &str, target: Target) -> Result<Found
             .try_get(namespace, &name)
             .await?
             .ok_or_else(|| not_found("task", &name))?;
+        let started = has_started(&task);
         let Some(node) = task.spec.node_name else {
             return Err(CliError::internal(format!(
                 "task {name} is not scheduled to a node yet: it has no log"
@@ -296,6 +321,7 @@ async fn sources(store: &Store, namespace: &str, target: Target) -> Result<Found
             task: name,
             node,
             prefix: None,
+            started,
         };
         return Ok(Found {
             service: None,
@@ -332,6 +358,7 @@ async fn sources(store: &Store, namespace: &str, target: Target) -> Result<Found
             task: task.metadata.name.clone(),
             node: node_of(task).to_string(),
             prefix: Some(prefix),
+            started: has_started(task),
         })
         .collect();
     Ok(Found {
