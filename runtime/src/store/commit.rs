@@ -15,9 +15,8 @@
 //! - etcd refuses the batch as a whole (a limit, say): every write is sent alone.
 //!
 //! A write alone is one transaction, as before batching: a single writer pays nothing. When
-//! nothing waits and a transaction slot is free, the caller's own task sends it, with no
-//! hop to a sender task and back (two cross-thread wake-ups, most of a lone write's cost
-//! beyond etcd's).
+//! no transaction is on its way, the caller's own task sends it, with no hop to a sender
+//! task and back (two cross-thread wake-ups, most of a lone write's cost beyond etcd's).
 //! Each key is written at most once per batch, so a batch never holds two operations on
 //! one key (mirror keys, a Task's assignment, are derived from the object's own key).
 
@@ -183,7 +182,9 @@ impl Store {
     pub(super) async fn commit(&self, write: Write) -> Result<Committed, StoreError> {
         let inline = {
             let mut queue = self.committer().lock();
-            let idle = queue.waiting.is_empty() && queue.senders < BATCHES_IN_FLIGHT;
+            // Only when nothing at all is on its way: under load, the second slot carries
+            // batches of the writes queued behind the first, not writes one by one.
+            let idle = queue.waiting.is_empty() && queue.senders == 0;
             if idle {
                 queue.senders += 1;
             }
