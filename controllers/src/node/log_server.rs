@@ -158,8 +158,9 @@ struct NodeLogs {
 }
 
 /// Serves log requests that carry `token` for the containers of `node` (label
-/// `dctl.node`) on `listener` until `shutdown` resolves; then logs still streaming break off (the client sees an
-/// incomplete answer, not a log that ended) and idle connections close.
+/// `dctl.node`) on `listener` until `shutdown` resolves; then logs still streaming break
+/// off (the client sees an incomplete answer, not a log that ended) and idle connections
+/// close.
 pub async fn serve(
     listener: TcpListener,
     docker: Docker,

@@ -110,15 +110,14 @@ pub async fn run(endpoints: &[String], args: ApplyArgs) -> Result<ExitCode, CliE
     Ok(ExitCode::SUCCESS)
 }
 
-/// Whether the GitSync `key` puts back hand edits (selfHeal), read once per apply.
 /// The documents in the runs that may be applied at once: a Network alone, in its place
 /// (of two overlapping subnets the one applied first wins, as the file orders them), and
 /// everything between two Networks together.
 fn batches(documents: &[Document]) -> Vec<&[Document]> {
+    let is_network = |d: &Document| d.object.kind() == Kind::Network;
     let mut batches = Vec::new();
     let mut rest = documents;
     while !rest.is_empty() {
-        let is_network = |d: &Document| d.object.kind() == Kind::Network;
         let end = if is_network(&rest[0]) {
             1
         } else {
@@ -131,6 +130,7 @@ fn batches(documents: &[Document]) -> Vec<&[Document]> {
     batches
 }
 
+/// Whether the GitSync `key` puts back hand edits (selfHeal), read once per apply.
 async fn heals(
     store: &dctl_runtime::store::Store,
     key: &ObjectKey,
@@ -154,14 +154,12 @@ mod tests {
     #[test]
     fn networks_go_alone_in_their_place_and_the_rest_together() {
         let object = |kind: &str, name: &str| {
-            match kind {
-            "Network" => format!(
-                "apiVersion: dctl/v1\nkind: Network\nmetadata: {{name: {name}, namespace: demo}}\n"
-            ),
-            _ => format!(
-                "apiVersion: dctl/v1\nkind: Service\nmetadata: {{name: {name}, namespace: demo}}\nspec: {{template: {{image: x}}}}\n"
-            ),
-        }
+            let spec = if kind == "Service" {
+                "spec: {template: {image: x}}\n"
+            } else {
+                ""
+            };
+            format!("apiVersion: dctl/v1\nkind: {kind}\nmetadata: {{name: {name}, namespace: demo}}\n{spec}")
         };
         let text = [
             object("Service", "a"),
