@@ -458,12 +458,12 @@ async fn an_empty_path_is_refused_unless_allow_empty() {
 
     h.edit_sync("nets", |sync| sync.spec.allow_empty = true)
         .await;
-    within("everything pruned", 5, || async {
-        h.networks().await.is_empty()
+    // The objects go first and the status that records it after: wait for both.
+    within("everything pruned and recorded", 5, || async {
+        h.networks().await.is_empty() && h.status("nets").await.inventory.is_empty()
     })
     .await;
     let status = h.status("nets").await;
-    assert!(status.inventory.is_empty());
     let ready = find_condition(&status.conditions, gitsync::CONDITION_READY).unwrap();
     assert_eq!(ready.status, ConditionStatus::True);
 }
