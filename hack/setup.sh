@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what a fresh machine lacks to build and test dctl: protoc (etcd-client's build
 # needs it), etcd (the store; Debian's etcd-server gives /usr/bin/etcd), git (the gitsync
-# controller runs the git program), static libc and
+# controller runs the git program), nftables (the proxy's kernel path), static libc and
 # busybox-static (test images are built FROM scratch from static binaries: no registry is
 # reachable). Docker itself comes with the machine; without it, say so.
 set -euo pipefail
@@ -14,6 +14,8 @@ command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
 command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
 command -v git >/dev/null 2>&1 || need+=(git)
 [ -x /bin/busybox ] || [ -x /usr/bin/busybox ] || need+=(busybox-static)
+# nft: the proxy's kernel path (nftables DNAT for published TCP ports) and its tests.
+command -v nft >/dev/null 2>&1 || [ -x /usr/sbin/nft ] || need+=(nftables)
 # The test image is a static binary (glibc's libc.a, from libc6-dev) in a FROM scratch image.
 [ -f "/usr/lib/$(uname -m)-linux-gnu/libc.a" ] || need+=(libc6-dev)
 

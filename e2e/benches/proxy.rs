@@ -4,12 +4,18 @@
 //! 1. Failed requests while a slow-starting service scales 1 → 3 → 1 under client load,
 //!    with readiness gating and without it (the Swarm-without-healthcheck behaviour).
 //! 2. Short HTTP requests (a new connection each, 16 at a time, then one at a time for the
-//!    latency a request pays alone) and one bulk TCP stream,
-//!    through dctl's proxy, beside Docker's own `docker-proxy` (a container published with
-//!    `-p 127.0.0.1:PORT:8080`: connections to loopback go through the userland proxy) and
-//!    a direct connection to the container's address; the sides interleaved, `ROUNDS`
-//!    rounds each. The measured task is pinned to `n1`, the node whose proxy is measured,
-//!    so the proxy dials the container's own address, as docker-proxy does.
+//!    latency a request pays alone) and one bulk TCP stream, each two ways through dctl's
+//!    proxy and two ways through Docker's port publishing, beside a direct connection to
+//!    the container's address; the sides interleaved, `ROUNDS` rounds each:
+//!    - on loopback: dctl's user-space proxy beside Docker's `docker-proxy` (a container
+//!      published with `-p 127.0.0.1:PORT:8080`; Docker also serves loopback in user
+//!      space);
+//!    - on a host address (docker0's): dctl's kernel path (nftables DNAT) beside Docker's
+//!      own DNAT of the same container published on that address, which is how both
+//!      serve clients from other hosts.
+//!
+//!    The measured task is pinned to `n1`, the node whose proxy is measured (bound to
+//!    0.0.0.0), so the proxy sends to the container's own address, as Docker does.
 //! 3. How long after a readiness change inside a container the proxy acts on it (readiness
 //!    probe every second, failure threshold 1): the last answer from the task after it
 //!    turned unready, and the first after it turned ready again.
@@ -17,12 +23,12 @@
 //! Run with `bash hack/bench/proxy.sh`. The client, the proxies and the servers share the
 //! machine's cores, so every side pays for the client alike.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use dctl_apis::Task;
-use dctl_e2e::cluster::Cluster;
+use dctl_e2e::cluster::{docker0_address, Cluster};
 use dctl_e2e::load::{free_port, get_once, get_once_at, post};
 use dctl_e2e::stats::{median, ms, percentile};
 use dctl_e2e::swarm::{docker_cli, stderr};
@@ -44,7 +50,8 @@ const PERIOD: Duration = Duration::from_secs(1);
 
 #[tokio::main]
 async fn main() {
-    let cluster = Cluster::start_with_proxy_on_n1("bench-proxy").await;
+    let any = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+    let cluster = Cluster::start_with_proxy_on_n1_at("bench-proxy", any).await;
     println!("the routing-mesh proxy beside docker-proxy and a direct connection, one run\n");
     throughput(&cluster).await;
     readiness_reaction(&cluster).await;
@@ -72,14 +79,14 @@ async fn throughput(cluster: &Cluster) {
         Some(direct.to_string()),
         "the Endpoints give the proxy the container's own address"
     );
-    let peer_port = free_port();
-    start_peer(cluster, peer_port).await;
+    let (peer_port, host) = (free_port(), docker0_address());
+    start_peer(cluster, peer_port, host).await;
+    let loopback = |port| SocketAddr::from(([127, 0, 0, 1], port));
     let sides = [
-        ("dctl proxy", SocketAddr::from(([127, 0, 0, 1], port))),
-        (
-            "docker-proxy",
-            SocketAddr::from(([127, 0, 0, 1], peer_port)),
-        ),
+        ("dctl user space", loopback(port)),
+        ("docker-proxy", loopback(peer_port)),
+        ("dctl nftables", SocketAddr::new(host, port)),
+        ("Docker DNAT", SocketAddr::new(host, peer_port)),
         ("direct", direct),
     ];
     for (name, address) in sides {
@@ -119,7 +126,7 @@ async fn throughput(cluster: &Cluster) {
         BULK_BYTES >> 20
     );
     println!(
-        "{:<13} {:>9} {:>8} {:>8} {:>7} {:>9} {:>10} {:>10}",
+        "{:<15} {:>9} {:>8} {:>8} {:>7} {:>9} {:>10} {:>10}",
         "side", "req/s", "p50 ms", "p99 ms", "errors", "MiB/s", "1 p50 ms", "1 p99 ms"
     );
     let mut summary = Vec::new();
@@ -138,7 +145,7 @@ async fn throughput(cluster: &Cluster) {
             bulk: median_f64(bulk[i].clone()),
         };
         println!(
-            "{name:<13} {:>9.0} {:>8.2} {:>8.2} {errors:>7} {:>9.0} {:>10.2} {:>10.2}",
+            "{name:<15} {:>9.0} {:>8.2} {:>8.2} {errors:>7} {:>9.0} {:>10.2} {:>10.2}",
             side.rate,
             ms(side.p50),
             ms(side.p99),
@@ -148,26 +155,42 @@ async fn throughput(cluster: &Cluster) {
         );
         summary.push(side);
     }
-    let (dctl, peer, direct) = (&summary[0], &summary[1], &summary[2]);
-    let added_p99 = ms(dctl.p99) - ms(direct.p99);
-    let added_alone_p99 = ms(dctl.alone_p99) - ms(direct.alone_p99);
-    println!(
-        "\ntargets: throughput >= docker-proxy's and >= 0.8x direct; added p99 <= 1 ms\n\
-         short requests: {:.2}x docker-proxy ({}), {:.2}x direct ({})\n\
-         bulk stream:    {:.2}x docker-proxy ({}), {:.2}x direct ({})\n\
-         added p99:      {added_p99:+.2} ms over direct under load ({}), \
-         {added_alone_p99:+.2} ms with one client ({})",
-        dctl.rate / peer.rate,
-        verdict(dctl.rate >= peer.rate),
-        dctl.rate / direct.rate,
-        verdict(dctl.rate >= 0.8 * direct.rate),
-        dctl.bulk / peer.bulk,
-        verdict(dctl.bulk >= peer.bulk),
-        dctl.bulk / direct.bulk,
-        verdict(dctl.bulk >= 0.8 * direct.bulk),
-        verdict(added_p99 <= 1.0),
-        verdict(added_alone_p99 <= 1.0),
-    );
+    let direct = &summary[4];
+    println!("\ntargets: throughput >= Docker's and >= 0.8x direct; added p99 <= 1 ms");
+    for (path, dctl, peer, peer_name) in [
+        (
+            "loopback (user space)",
+            &summary[0],
+            &summary[1],
+            "docker-proxy",
+        ),
+        (
+            "host address (nftables)",
+            &summary[2],
+            &summary[3],
+            "Docker DNAT",
+        ),
+    ] {
+        let added_p99 = ms(dctl.p99) - ms(direct.p99);
+        let added_alone_p99 = ms(dctl.alone_p99) - ms(direct.alone_p99);
+        println!(
+            "{path}:\n\
+             \x20 short requests: {:.2}x {peer_name} ({}), {:.2}x direct ({})\n\
+             \x20 bulk stream:    {:.2}x {peer_name} ({}), {:.2}x direct ({})\n\
+             \x20 added p99:      {added_p99:+.2} ms over direct under load ({}), \
+             {added_alone_p99:+.2} ms with one client ({})",
+            dctl.rate / peer.rate,
+            verdict(dctl.rate >= peer.rate),
+            dctl.rate / direct.rate,
+            verdict(dctl.rate >= 0.8 * direct.rate),
+            dctl.bulk / peer.bulk,
+            verdict(dctl.bulk >= peer.bulk),
+            dctl.bulk / direct.bulk,
+            verdict(dctl.bulk >= 0.8 * direct.bulk),
+            verdict(added_p99 <= 1.0),
+            verdict(added_alone_p99 <= 1.0),
+        );
+    }
 }
 
 struct Side {
@@ -253,17 +276,21 @@ async fn task_address(cluster: &Cluster, task: &str) -> SocketAddr {
     SocketAddr::new(address.parse().expect("an IP address"), 8080)
 }
 
-/// The docker-proxy side: the test image published with `-p`, labelled as this run's.
-async fn start_peer(cluster: &Cluster, port: u16) {
+/// Docker's side: the test image published with `-p` on loopback (docker-proxy) and on
+/// `host` (Docker's DNAT), the same port, labelled as this run's.
+async fn start_peer(cluster: &Cluster, port: u16, host: IpAddr) {
     let label = cluster.container_label();
-    let publish = format!("127.0.0.1:{port}:8080");
+    let on_loopback = format!("127.0.0.1:{port}:8080");
+    let on_host = format!("{host}:{port}:8080");
     let output = docker_cli(&[
         "run",
         "-d",
         "--label",
         &label,
         "-p",
-        &publish,
+        &on_loopback,
+        "-p",
+        &on_host,
         "-e",
         "TASK_NAME=peer",
         "dctl-test/server:1",

@@ -3,6 +3,7 @@
 //! Docker engine), all started from the built binary.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
@@ -24,6 +25,10 @@ pub struct Daemon {
 }
 
 impl Daemon {
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     /// SIGKILL: a crash, not a clean stop (heartbeats and leases are left to expire).
     pub async fn kill(&mut self) {
         let _ = self.child.kill().await;
@@ -46,6 +51,41 @@ impl Daemon {
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+}
+
+impl Drop for Daemon {
+    /// A killed agent leaves its proxy's nftables table behind (the next proxy to start
+    /// would sweep it): delete it now, after the kill, so a live proxy cannot write it
+    /// again.
+    fn drop(&mut self) {
+        let Some(pid) = self.child.id() else { return };
+        let _ = self.child.start_kill();
+        let _ = std::process::Command::new("nft")
+            .args(["delete", "table", "ip", &proxy_table(pid)])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// The nftables table of the proxy in process `pid` (`dctl_proxy_<pid>`).
+pub fn proxy_table(pid: u32) -> String {
+    format!("dctl_proxy_{pid}")
+}
+
+/// A non-loopback address of this host that every machine with Docker has: that of the
+/// default bridge, docker0.
+pub fn docker0_address() -> IpAddr {
+    let output = std::process::Command::new("ip")
+        .args(["-4", "-o", "addr", "show", "docker0"])
+        .output()
+        .expect("ip addr show docker0");
+    // `5: docker0    inet 172.17.0.1/16 brd ...`
+    let text = String::from_utf8_lossy(&output.stdout);
+    text.split_whitespace()
+        .skip_while(|word| *word != "inet")
+        .nth(1)
+        .and_then(|cidr| cidr.split('/').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("docker0's address: {text:?}"))
 }
 
 /// A running cluster. Drop order matters: the daemons go first, then the Docker leftovers.
@@ -76,8 +116,14 @@ impl Cluster {
     /// none (agents on one host would otherwise all listen on the same published ports),
     /// so `n2`'s tasks are reached across nodes through their host ports.
     pub async fn start_with_proxy_on_n1(test_name: &str) -> Cluster {
+        Cluster::start_with_proxy_on_n1_at(test_name, "127.0.0.1".parse().unwrap()).await
+    }
+
+    /// Like [`Cluster::start_with_proxy_on_n1`], the proxy bound to `bind`: a
+    /// non-loopback address puts its TCP ports on the kernel path (nftables).
+    pub async fn start_with_proxy_on_n1_at(test_name: &str, bind: IpAddr) -> Cluster {
         let mut cluster = Cluster::start(test_name).await;
-        cluster.start_agent_with("n1", &["--proxy-bind", "127.0.0.1"]);
+        cluster.start_agent_with("n1", &["--proxy-bind", &bind.to_string()]);
         cluster.start_agent_with("n2", &["--no-proxy"]);
         cluster
     }

@@ -147,7 +147,13 @@ pub struct Load {
 }
 
 impl Load {
+    /// Client loops through the proxy on loopback.
     pub fn start(port: u16) -> Load {
+        Load::start_at(SocketAddr::from(([127, 0, 0, 1], port)))
+    }
+
+    /// Client loops of `GET /` to `address`.
+    pub fn start_at(address: SocketAddr) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let tally = Arc::new(Tally::default());
         let loops = (0..CLIENTS)
@@ -159,7 +165,7 @@ impl Load {
                             break;
                         }
                         let sent = std::time::Instant::now();
-                        match get_once(port).await {
+                        match get_once_at(address).await {
                             Ok(answer) => {
                                 tally.ok.fetch_add(1, Ordering::SeqCst);
                                 *tally

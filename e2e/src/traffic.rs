@@ -2,13 +2,14 @@
 //! proxy benchmark: a slow-starting service of the test image behind the proxy, scaled
 //! under client load, with readiness gating on or off.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use dctl_apis::Endpoints;
 
 use crate::cluster::Cluster;
-use crate::load::{get_once, Load, Tally};
+use crate::load::{get_once_at, Load, Tally};
 
 pub const CONVERGE: Duration = Duration::from_secs(90);
 
@@ -67,8 +68,24 @@ pub async fn wait_ready(cluster: &Cluster, service: &str, n: usize) -> Endpoints
         .await
 }
 
-/// Scales `web` 1 → 3 → 1 under load; returns what the clients saw.
+/// Scales `web` 1 → 3 → 1 under load through the proxy on loopback; returns what the
+/// clients saw.
 pub async fn scale_under_load(cluster: &Cluster, port: u16, annotations: &str) -> Arc<Tally> {
+    scale_under_load_at(
+        cluster,
+        SocketAddr::from(([127, 0, 0, 1], port)),
+        annotations,
+    )
+    .await
+}
+
+/// Scales `web`, published on `address`'s port, 1 → 3 → 1 under load sent to `address`.
+pub async fn scale_under_load_at(
+    cluster: &Cluster,
+    address: SocketAddr,
+    annotations: &str,
+) -> Arc<Tally> {
+    let port = address.port();
     let env = "{name: STARTUP_DELAY, value: 3s}";
     cluster
         .apply("web.yaml", &service("web", 1, port, annotations, env))
@@ -76,11 +93,11 @@ pub async fn scale_under_load(cluster: &Cluster, port: u16, annotations: &str) -
     wait_ready(cluster, "web", 1).await;
     cluster
         .wait_for("web to answer through the proxy", CONVERGE, || async {
-            get_once(port).await.ok()
+            get_once_at(address).await.ok()
         })
         .await;
 
-    let load = Load::start(port);
+    let load = Load::start_at(address);
     tokio::time::sleep(Duration::from_secs(1)).await;
     scale(cluster, "web", 3).await;
     wait_ready(cluster, "web", 3).await;

@@ -1,18 +1,22 @@
 //! Traffic through the proxy on real Docker: readiness gates it, scaling does not drop a
 //! request, and without the gate (the experiment switch) requests fail.
 //!
-//! One agent runs the proxy, bound to 127.0.0.1 on a free port; the other runs none
-//! (`--no-proxy`), so its tasks are reached across nodes through their host ports. The
+//! One agent runs the proxy, bound to 127.0.0.1 on a free port (docker0's address for the
+//! kernel path); the other runs none (`--no-proxy`), so its tasks are reached across
+//! nodes through their host ports. The
 //! client load is a few concurrent loops of short HTTP/1.0 GETs on loopback, bounded in
 //! time and count; `GET /` of the test server names the task that answered.
 
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use dctl_apis::Task;
-use dctl_e2e::cluster::Cluster;
-use dctl_e2e::load::{free_port, get_once, post, Load};
-use dctl_e2e::traffic::{endpoints, scale_under_load, service, wait_ready, CONVERGE};
+use dctl_e2e::cluster::{docker0_address, proxy_table, Cluster};
+use dctl_e2e::load::{free_port, get_once, get_once_at, post, Load};
+use dctl_e2e::traffic::{
+    endpoints, scale, scale_under_load, scale_under_load_at, service, wait_ready, CONVERGE,
+};
 
 #[tokio::test]
 async fn scaling_under_load_drops_no_request() {
@@ -404,4 +408,72 @@ async fn only_published_ports_get_host_ports_and_publishing_one_rolls_the_tasks(
     }
     assert_eq!(tally.failed(), 0, "{}\n{}", tally.summary(), cluster.logs());
     assert!(tally.ok() > 0, "{}", tally.summary());
+}
+
+/// Clients off loopback take the kernel path: the proxy's nftables rules DNAT each new
+/// connection to a Ready endpoint, and the gate holds there as in user space.
+#[tokio::test]
+async fn off_loopback_the_kernel_path_gates_traffic_and_its_rules_go_with_the_proxy() {
+    let host = docker0_address();
+    let mut cluster = Cluster::start_with_proxy_on_n1_at("traffic-kernel", host).await;
+    let port = free_port();
+    let address = SocketAddr::new(host, port);
+    let tally = scale_under_load_at(&cluster, address, "").await;
+    assert_eq!(
+        tally.failed(),
+        0,
+        "failed requests: {:?}\n{}",
+        tally.errors(),
+        cluster.logs()
+    );
+    assert!(tally.ok() > 200, "only {} requests answered", tally.ok());
+    assert_eq!(tally.by_task().len(), 3, "{:?}", tally.by_task());
+
+    // The connections were DNAT'd by the proxy's own table, one rule for the port.
+    let node = cluster.node("n1");
+    let pid = cluster.agents[&node].pid().expect("n1's agent runs");
+    let rules = nft_table(pid).expect("the proxy's nftables table");
+    let rule = rules
+        .lines()
+        .find(|line| line.contains(&format!("tcp dport {port} ")) && line.contains("dnat ip to"))
+        .unwrap_or_else(|| panic!("no rule for port {port}:\n{rules}"));
+    // `counter packets N bytes M`: a NAT rule sees each connection's first packet only.
+    let connections: u64 = rule
+        .split_whitespace()
+        .skip_while(|word| *word != "packets")
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no counter in {rule}"));
+    assert!(connections > 0, "no connection took the rule: {rule}");
+
+    // No Ready endpoint: the rule goes, and the user-space listener refuses at once.
+    scale(&cluster, "web", 0).await;
+    cluster
+        .wait_for("the port's rule to go", CONVERGE, || async {
+            let rules = nft_table(pid)?;
+            (!rules.contains(&format!("tcp dport {port} "))).then_some(())
+        })
+        .await;
+    let started = Instant::now();
+    let refused = get_once_at(address).await;
+    let took = started.elapsed();
+    assert!(refused.is_err(), "{refused:?}");
+    assert!(took < Duration::from_secs(1), "refusal took {took:?}");
+
+    // A clean stop takes the table with it.
+    let agent = cluster.agents.get_mut(&node).unwrap();
+    assert_eq!(agent.interrupt().await, Some(0));
+    assert_eq!(nft_table(pid), None, "the table outlived its proxy");
+}
+
+/// The rules of the proxy in process `pid`, `None` when it has no table.
+fn nft_table(pid: u32) -> Option<String> {
+    let output = std::process::Command::new("nft")
+        .args(["list", "table", "ip", &proxy_table(pid)])
+        .output()
+        .ok()?;
+    output
+        .status
+        .success()
+        .then(|| String::from_utf8_lossy(&output.stdout).into_owned())
 }

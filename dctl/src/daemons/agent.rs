@@ -31,6 +31,10 @@ pub struct AgentArgs {
     /// The address the proxy (routing mesh) listens on for every published port.
     #[arg(long = "proxy-bind", default_value_t = IpAddr::V4(Ipv4Addr::UNSPECIFIED))]
     pub proxy_bind: IpAddr,
+    /// How published TCP ports are served to clients not on loopback: `nftables` (DNAT
+    /// rules in the kernel, when `nft` can be used here) or `userspace`.
+    #[arg(long = "proxy-mode", default_value = "nftables")]
+    pub proxy_mode: proxy::ProxyMode,
     /// Run no proxy on this node: its published ports are served by the other nodes only
     /// (several agents on one host would otherwise fight over the same ports).
     #[arg(long = "no-proxy")]
@@ -84,7 +88,9 @@ pub async fn run_with_store(store: Store, args: AgentArgs, shutdown: Shutdown) -
     let routing_mesh = (!args.no_proxy).then(|| {
         tokio::spawn(proxy::run(
             store.clone(),
-            proxy::ProxyConfig::new(&node_name).bind(args.proxy_bind),
+            proxy::ProxyConfig::new(&node_name)
+                .bind(args.proxy_bind)
+                .mode(args.proxy_mode),
             shutdown.signalled(),
         ))
     });

@@ -8,8 +8,14 @@
 //! another node at its node's address and host port ([`forward`]). An update applies to
 //! new connections at once; open connections finish on their own. With no Ready endpoint
 //! a connection is reset at once, never left hanging. UDP goes by sessions per client
-//! address ([`udp`]). Listeners open and close as publish entries come and go. No IPVS,
-//! no iptables, no overlay: plain sockets in user space.
+//! address ([`udp`]). Listeners open and close as publish entries come and go. No IPVS
+//! and no overlay.
+//!
+//! TCP connections that do not come from loopback take the kernel path instead
+//! ([`kernel`]): one nftables DNAT rule per published port, round robin over the same
+//! Ready endpoints, so the proxy's process is not in their way at all. The user-space
+//! listener keeps the port and serves loopback clients, UDP, and ports with no Ready
+//! endpoint (it resets those connections at once).
 //!
 //! After applying a revision of an Endpoints object, the proxy records it under
 //! `/dctl/v1/proxy-observed/<node>/<namespace>/<service>`, so the task runtime can wait,
@@ -19,6 +25,7 @@
 
 pub mod balancer;
 pub mod forward;
+pub mod kernel;
 pub mod listener;
 #[cfg(target_os = "linux")]
 pub mod pipes;
@@ -39,6 +46,7 @@ use etcd_client::{GetOptions, PutOptions};
 use futures::{FutureExt, StreamExt};
 
 use balancer::{ready_backends, Backend};
+use kernel::{KernelPath, KernelPort};
 use listener::Listener;
 use udp::UdpRelay;
 
@@ -55,6 +63,33 @@ pub struct ProxyConfig {
     pub connect_timeout: Duration,
     /// How often ports that could not be bound (in use) are tried again. Default 2 s.
     pub retry_period: Duration,
+    /// Whether TCP connections from other hosts may take the kernel path. Default
+    /// [`ProxyMode::Nftables`].
+    pub mode: ProxyMode,
+}
+
+/// How published TCP ports are served to clients that are not on loopback.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ProxyMode {
+    /// nftables DNAT rules when `nft` can be used here, user space otherwise.
+    #[default]
+    Nftables,
+    /// Every connection through the proxy's own sockets.
+    Userspace,
+}
+
+impl std::str::FromStr for ProxyMode {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "nftables" => Ok(ProxyMode::Nftables),
+            "userspace" => Ok(ProxyMode::Userspace),
+            other => Err(format!(
+                "unknown proxy mode {other:?}: expected nftables or userspace"
+            )),
+        }
+    }
 }
 
 impl ProxyConfig {
@@ -64,12 +99,19 @@ impl ProxyConfig {
             bind: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             connect_timeout: Duration::from_secs(2),
             retry_period: Duration::from_secs(2),
+            mode: ProxyMode::default(),
         }
     }
 
     #[must_use]
     pub fn bind(mut self, bind: IpAddr) -> Self {
         self.bind = bind;
+        self
+    }
+
+    #[must_use]
+    pub fn mode(mut self, mode: ProxyMode) -> Self {
+        self.mode = mode;
         self
     }
 }
@@ -158,9 +200,14 @@ pub async fn run(
     let shutdown = shutdown.fuse();
     tokio::pin!(shutdown);
     let mut retry = tokio::time::interval(config.retry_period);
+    let kernel = match config.mode {
+        ProxyMode::Nftables => KernelPath::start(config.bind).await,
+        ProxyMode::Userspace => None,
+    };
     let mut proxy = Proxy {
         store,
         config,
+        kernel,
         listeners: HashMap::new(),
         observed: HashMap::new(),
         lease: None,
@@ -186,11 +233,17 @@ pub async fn run(
                 }
             }
             _ = retry.tick() => {
+                if let Some(kernel) = &proxy.kernel {
+                    kernel.remove_dead().await;
+                }
                 if reader.is_ready() {
                     proxy.sync(&reader).await;
                 }
             }
         }
+    }
+    if let Some(kernel) = proxy.kernel.take() {
+        kernel.remove().await;
     }
     if let Some(lease) = proxy.lease.take() {
         // Nothing is proxied any more: drains need not wait for this node. Bounded, so an
@@ -213,6 +266,8 @@ pub async fn run(
 struct Proxy {
     store: Store,
     config: ProxyConfig,
+    /// The nftables rules for TCP clients off loopback; `None` in user-space mode.
+    kernel: Option<KernelPath>,
     /// By published port and protocol, with the Endpoints (Service) it serves.
     listeners: HashMap<(Protocol, u16), (ObjectKey, Published)>,
     /// The revision recorded as observed, by Endpoints key.
@@ -276,6 +331,7 @@ impl Proxy {
             }
             keep
         });
+        let mut kernel_ports = Vec::new();
         for ((protocol, port), (owner, backends)) in wanted {
             let published = (protocol, port);
             if !self.listeners.contains_key(&published) {
@@ -299,7 +355,20 @@ impl Proxy {
             }
             if let Some((current_owner, listener)) = self.listeners.get_mut(&published) {
                 *current_owner = owner;
+                // Only a port whose listener is ours: the rules would take another
+                // program's port from it.
+                if protocol == Protocol::Tcp {
+                    kernel_ports.extend(KernelPort::of(port, &backends));
+                }
                 listener.set_backends(backends);
+            }
+        }
+        if let Some(kernel) = &mut self.kernel {
+            if let Err(error) = kernel.apply(&kernel_ports).await {
+                // Old rules may still send connections to endpoints no longer Ready:
+                // nothing is recorded as observed until the rules are right.
+                tracing::warn!(%error, "cannot replace the nftables rules of published ports; retrying");
+                return;
             }
         }
         self.record_observed(&objects).await;

@@ -1,0 +1,387 @@
+//! The kernel path of the routing mesh: published TCP ports DNAT'd by nftables, for
+//! connections that do not come from loopback.
+//!
+//! A user-space proxy pays for every connection twice (a second socket, two copies), and
+//! on a busy host that is most of a short request's cost. So, like kube-proxy's iptables
+//! and nftables modes and like Docker's own port publishing, the proxy puts one nftables
+//! rule per published port in the kernel: a connection's first packet is DNAT'd, in turn
+//! (`numgen inc`, round robin), to a Ready endpoint, and conntrack carries the rest of
+//! it. A new set of endpoints is one atomic table replacement; connections already open
+//! keep their endpoint until they close, as with the user-space listener. Each rule
+//! counts the connections it took since it was last written (`nft list table`).
+//!
+//! Connections to a loopback address stay in user space, as with Docker's `docker-proxy`:
+//! DNAT of a loopback source to a container needs `route_localnet` on the bridge, which
+//! also lets the containers on it reach the host's loopback services (CVE-2020-8558;
+//! kube-proxy's nftables mode refuses localhost node ports for that reason). So do UDP
+//! (a conntrack entry would keep a datagram flow on an endpoint after it stops being
+//! Ready), IPv6 endpoints, and every port with no Ready endpoint: the user-space listener
+//! still owns the port and resets such connections at once.
+//!
+//! Each proxy owns one table, `ip dctl_proxy_<pid>`; it deletes it on a clean stop, and
+//! the other proxies on the host delete the tables of processes that are gone (at start,
+//! then on every retry tick).
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, SocketAddr, SocketAddrV4};
+use std::process::Stdio;
+
+use tokio::io::AsyncWriteExt;
+use tokio::process::Command;
+
+use super::balancer::Backend;
+
+/// The tables of every proxy are named this, then the owner's process id.
+const TABLE_PREFIX: &str = "dctl_proxy_";
+
+/// The packet mark of a connection DNAT'd here, so that the masquerade on its way out
+/// (to another node) touches no one else's connections to the same address.
+const MASQUERADE_MARK: u32 = 0x0020_0000;
+
+/// Priorities just ahead of the standard NAT hooks (dstnat -100, srcnat 100), so a
+/// published port is ours before Docker's own chains see the packet.
+const DSTNAT_PRIORITY: i32 = -101;
+const SRCNAT_PRIORITY: i32 = 99;
+
+/// One published TCP port and its Ready endpoints, in turn.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KernelPort {
+    pub port: u16,
+    pub endpoints: Vec<KernelEndpoint>,
+}
+
+/// Where the kernel sends a connection for one Ready endpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KernelEndpoint {
+    pub address: SocketAddrV4,
+    /// A host port (the task runs on another node): the connection is masqueraded, so
+    /// that the reply comes back through this host to be un-NAT'd. A container on this
+    /// node answers through this host anyway (its bridge's gateway), so its connections
+    /// keep their source address, as with Docker's own DNAT.
+    pub masquerade: bool,
+}
+
+impl KernelPort {
+    /// The kernel route of a port, or `None` when it stays in user space: no Ready
+    /// endpoint, or one that is not IPv4.
+    pub fn of(port: u16, backends: &[Backend]) -> Option<KernelPort> {
+        let endpoints = backends
+            .iter()
+            .map(|backend| match backend.direct.unwrap_or(backend.host) {
+                SocketAddr::V4(address) => Some(KernelEndpoint {
+                    address,
+                    masquerade: backend.direct.is_none(),
+                }),
+                SocketAddr::V6(_) => None,
+            })
+            .collect::<Option<Vec<_>>>()?;
+        (!endpoints.is_empty()).then_some(KernelPort { port, endpoints })
+    }
+}
+
+/// Which destination addresses the rules catch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Destination {
+    /// The proxy listens on every address: every local address but loopback.
+    AnyLocal,
+    /// The proxy listens on one non-loopback IPv4 address.
+    Address(std::net::Ipv4Addr),
+}
+
+impl Destination {
+    fn of(bind: IpAddr) -> Option<Destination> {
+        match bind {
+            IpAddr::V4(v4) if v4.is_unspecified() => Some(Destination::AnyLocal),
+            IpAddr::V6(v6) if v6.is_unspecified() => Some(Destination::AnyLocal),
+            IpAddr::V4(v4) if !v4.is_loopback() => Some(Destination::Address(v4)),
+            // Loopback only: nothing is left for the kernel path. An IPv6 address: the
+            // rules are IPv4 only.
+            _ => None,
+        }
+    }
+
+    fn matcher(self) -> String {
+        match self {
+            Destination::AnyLocal => "ip daddr != 127.0.0.0/8 fib daddr type local".into(),
+            Destination::Address(address) => format!("ip daddr {address}"),
+        }
+    }
+}
+
+/// This proxy's nftables table, and what it holds.
+pub struct KernelPath {
+    table: String,
+    destination: Destination,
+    /// The ports last written, `None` until a write succeeded (or after one failed, so
+    /// the next sync writes again).
+    applied: Option<Vec<KernelPort>>,
+}
+
+impl KernelPath {
+    /// The kernel path for a proxy listening on `bind`, after deleting the tables of
+    /// proxies that are gone. `None`, with the reason logged, when there is nothing for it
+    /// to do (a loopback bind) or nftables cannot be used here (no `nft`, no privilege).
+    pub async fn start(bind: IpAddr) -> Option<KernelPath> {
+        let destination = Destination::of(bind)?;
+        remove_tables_of_dead_proxies().await;
+        let mut path = KernelPath {
+            table: format!("{TABLE_PREFIX}{}", std::process::id()),
+            destination,
+            applied: None,
+        };
+        match path.apply(&[]).await {
+            Ok(()) => {
+                tracing::info!(
+                    table = path.table,
+                    "published TCP ports go through nftables for non-loopback clients"
+                );
+                Some(path)
+            }
+            Err(error) => {
+                tracing::warn!(%error, "nftables cannot be used; published ports are served in user space only");
+                None
+            }
+        }
+    }
+
+    /// Makes the table hold exactly `ports`, in one atomic replacement. Does nothing when
+    /// they are what was last written.
+    ///
+    /// # Errors
+    /// When `nft` fails; the old rules may then still be in place, and the next call
+    /// writes again.
+    pub async fn apply(&mut self, ports: &[KernelPort]) -> std::io::Result<()> {
+        if self.applied.as_deref() == Some(ports) {
+            return Ok(());
+        }
+        self.applied = None;
+        nft(&self.ruleset(ports)).await?;
+        tracing::debug!(table = self.table, ?ports, "nftables rules replaced");
+        self.applied = Some(ports.to_vec());
+        Ok(())
+    }
+
+    /// Deletes the tables of proxies that are gone since the last look: a killed agent's
+    /// rules would otherwise go on taking its old ports' connections, ahead of the proxy
+    /// that listens on them now.
+    pub async fn remove_dead(&self) {
+        remove_tables_of_dead_proxies().await;
+    }
+
+    /// Deletes the table: nothing is proxied by this process any more.
+    pub async fn remove(self) {
+        if let Err(error) = nft(&format!("delete table ip {}\n", self.table)).await {
+            tracing::warn!(table = self.table, %error, "cannot delete the proxy's nftables table");
+        }
+    }
+
+    /// The whole table, created empty first so that deleting it cannot fail, then
+    /// deleted and written again: `nft -f` applies all of it as one transaction.
+    fn ruleset(&self, ports: &[KernelPort]) -> String {
+        let table = &self.table;
+        let matcher = self.destination.matcher();
+        let mut rules = String::new();
+        let mut masqueraded = BTreeSet::new();
+        for KernelPort { port, endpoints } in ports {
+            let mut turns = Vec::new();
+            for (turn, endpoint) in endpoints.iter().enumerate() {
+                let (ip, port) = (endpoint.address.ip(), endpoint.address.port());
+                turns.push(format!("{turn} : {ip} . {port}"));
+                if endpoint.masquerade {
+                    masqueraded.insert(format!("{ip} . {port}"));
+                }
+            }
+            rules.push_str(&format!(
+                "    {matcher} tcp dport {port} counter meta mark set meta mark | {MASQUERADE_MARK:#x} \
+                 dnat ip to numgen inc mod {} map {{ {} }}\n",
+                endpoints.len(),
+                turns.join(", ")
+            ));
+        }
+        let masquerade = if masqueraded.is_empty() {
+            String::new()
+        } else {
+            let remote: Vec<String> = masqueraded.into_iter().collect();
+            format!(
+                "    meta mark & {MASQUERADE_MARK:#x} == {MASQUERADE_MARK:#x} \
+                 ip daddr . tcp dport {{ {} }} masquerade\n",
+                remote.join(", ")
+            )
+        };
+        format!(
+            "add table ip {table}\n\
+             delete table ip {table}\n\
+             table ip {table} {{\n\
+             \x20 chain prerouting {{\n\
+             \x20   type nat hook prerouting priority {DSTNAT_PRIORITY}; policy accept;\n\
+             \x20   jump published\n\
+             \x20 }}\n\
+             \x20 chain output {{\n\
+             \x20   type nat hook output priority {DSTNAT_PRIORITY}; policy accept;\n\
+             \x20   jump published\n\
+             \x20 }}\n\
+             \x20 chain published {{\n\
+             {rules}\
+             \x20 }}\n\
+             \x20 chain postrouting {{\n\
+             \x20   type nat hook postrouting priority {SRCNAT_PRIORITY}; policy accept;\n\
+             {masquerade}\
+             \x20 }}\n\
+             }}\n"
+        )
+    }
+}
+
+/// Deletes every proxy table whose process is gone (killed, crashed): its rules would
+/// go on sending connections to endpoints nobody keeps up to date.
+async fn remove_tables_of_dead_proxies() {
+    let Ok(listing) = nft_output(&["list", "tables"]).await else {
+        return;
+    };
+    for table in dead_proxy_tables(&listing, |pid| {
+        std::path::Path::new(&format!("/proc/{pid}")).exists()
+    }) {
+        match nft(&format!("delete table ip {table}\n")).await {
+            Ok(()) => tracing::info!(table, "deleted the nftables table of a proxy that is gone"),
+            Err(error) => {
+                tracing::warn!(table, %error, "cannot delete a dead proxy's nftables table")
+            }
+        }
+    }
+}
+
+/// The proxy tables in `nft list tables` output whose owner is not alive.
+fn dead_proxy_tables(listing: &str, alive: impl Fn(u32) -> bool) -> Vec<String> {
+    listing
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix("table ip "))
+        .filter(|table| {
+            table
+                .strip_prefix(TABLE_PREFIX)
+                .and_then(|pid| pid.parse().ok())
+                .is_some_and(|pid| !alive(pid))
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+/// Runs `nft -f -` on `script`.
+async fn nft(script: &str) -> std::io::Result<()> {
+    let mut child = Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(script.as_bytes()).await?;
+    }
+    let output = child.wait_with_output().await?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(std::io::Error::other(format!(
+            "nft: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        )))
+    }
+}
+
+async fn nft_output(args: &[&str]) -> std::io::Result<String> {
+    let output = Command::new("nft").args(args).output().await?;
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    } else {
+        Err(std::io::Error::other(format!(
+            "nft: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn path(bind: &str) -> Option<KernelPath> {
+        Some(KernelPath {
+            table: "dctl_proxy_42".into(),
+            destination: Destination::of(bind.parse().unwrap())?,
+            applied: None,
+        })
+    }
+
+    #[test]
+    fn loopback_and_ipv6_binds_leave_nothing_to_the_kernel() {
+        assert!(path("127.0.0.1").is_none());
+        assert!(path("fd00::1").is_none());
+        assert!(path("0.0.0.0").is_some());
+        assert!(path("::").is_some());
+        assert!(path("192.0.2.2").is_some());
+    }
+
+    fn backend(host: &str, direct: Option<&str>) -> Backend {
+        Backend {
+            host: host.parse().unwrap(),
+            direct: direct.map(|direct| direct.parse().unwrap()),
+        }
+    }
+
+    #[test]
+    fn a_port_without_ready_ipv4_endpoints_stays_in_user_space() {
+        assert_eq!(KernelPort::of(80, &[]), None);
+        let local = backend("10.0.0.1:30001", Some("172.18.0.2:8080"));
+        let v6 = backend("[fd00::2]:30002", None);
+        assert_eq!(KernelPort::of(80, &[local, v6]), None);
+        assert_eq!(
+            KernelPort::of(80, &[local, backend("10.0.0.2:30003", None)]),
+            Some(KernelPort {
+                port: 80,
+                endpoints: vec![
+                    KernelEndpoint {
+                        address: "172.18.0.2:8080".parse().unwrap(),
+                        masquerade: false,
+                    },
+                    KernelEndpoint {
+                        address: "10.0.0.2:30003".parse().unwrap(),
+                        masquerade: true,
+                    },
+                ],
+            })
+        );
+    }
+
+    #[test]
+    fn every_port_is_one_round_robin_rule_and_loopback_is_left_out() {
+        let local = backend("10.0.0.1:30001", Some("172.18.0.2:8080"));
+        let remote = backend("10.0.0.2:30001", None);
+        let ports = [KernelPort::of(80, &[local, remote]).unwrap()];
+        let any = path("0.0.0.0").unwrap().ruleset(&ports);
+        assert!(any.starts_with(
+            "add table ip dctl_proxy_42\ndelete table ip dctl_proxy_42\ntable ip dctl_proxy_42 {"
+        ));
+        assert!(any.contains(
+            "ip daddr != 127.0.0.0/8 fib daddr type local tcp dport 80 counter meta mark set meta mark | 0x200000 \
+             dnat ip to numgen inc mod 2 map { 0 : 172.18.0.2 . 8080, 1 : 10.0.0.2 . 30001 }"
+        ));
+        // Only the connections sent to another node are masqueraded.
+        assert!(any.contains(
+            "meta mark & 0x200000 == 0x200000 ip daddr . tcp dport { 10.0.0.2 . 30001 } masquerade"
+        ));
+        let one = path("192.0.2.2").unwrap().ruleset(&ports);
+        assert!(one.contains("ip daddr 192.0.2.2 tcp dport 80 "));
+        let local_only = path("0.0.0.0")
+            .unwrap()
+            .ruleset(&[KernelPort::of(80, &[local]).unwrap()]);
+        assert!(!local_only.contains("masquerade"));
+        let empty = path("0.0.0.0").unwrap().ruleset(&[]);
+        assert!(!empty.contains("dnat"));
+    }
+
+    #[test]
+    fn only_tables_of_dead_proxies_are_swept() {
+        let listing = "table ip nat\ntable ip dctl_proxy_1\ntable ip dctl_proxy_2\n\
+                       table ip6 dctl_proxy_3\ntable ip dctl_proxy_x\ntable inet filter\n";
+        assert_eq!(dead_proxy_tables(listing, |pid| pid == 2), ["dctl_proxy_1"]);
+    }
+}
