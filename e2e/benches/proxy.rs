@@ -18,7 +18,8 @@
 //!    0.0.0.0), so the proxy sends to the container's own address, as Docker does.
 //! 3. How long after a readiness change inside a container the proxy acts on it (readiness
 //!    probe every second, failure threshold 1): the last answer from the task after it
-//!    turned unready, and the first after it turned ready again.
+//!    turned unready, and the first after it turned ready again; on loopback (user space)
+//!    and on the host address (nftables).
 //!
 //! Run with `bash hack/bench/proxy.sh`. The client, the proxies and the servers share the
 //! machine's cores, so every side pays for the client alike.
@@ -29,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use dctl_apis::Task;
 use dctl_e2e::cluster::{docker0_address, Cluster};
-use dctl_e2e::load::{free_port, get_once, get_once_at, post};
+use dctl_e2e::load::{free_port, get_once_at, post};
 use dctl_e2e::stats::{median, ms, percentile};
 use dctl_e2e::swarm::{docker_cli, stderr};
 use dctl_e2e::traffic::{scale_under_load, service, wait_ready, CONVERGE};
@@ -54,7 +55,10 @@ async fn main() {
     let cluster = Cluster::start_with_proxy_on_n1_at("bench-proxy", any).await;
     println!("the routing-mesh proxy beside docker-proxy and a direct connection, one run\n");
     throughput(&cluster).await;
-    readiness_reaction(&cluster).await;
+    let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    readiness_reaction(&cluster, "flip", "loopback (user space)", loopback).await;
+    let host = docker0_address();
+    readiness_reaction(&cluster, "flip-host", "host address (nftables)", host).await;
     scaling(&cluster).await;
 }
 
@@ -313,16 +317,16 @@ fn docker_proxy_runs(port: u16) -> bool {
         })
 }
 
-/// Part 3: a task turned unready and ready again inside its container; when the proxy
-/// stopped and started sending it requests.
-async fn readiness_reaction(cluster: &Cluster) {
+/// Part 3: a task of service `name` turned unready and ready again inside its container;
+/// when the proxy, reached at `client_to`, stopped and started sending it requests.
+async fn readiness_reaction(cluster: &Cluster, name: &str, path: &str, client_to: IpAddr) {
     let port = free_port();
-    let manifest = service("flip", 2, port, "", "").replace(
+    let manifest = service(name, 2, port, "", "").replace(
         "periodSeconds: 1}",
         &format!("periodSeconds: {}, failureThreshold: 1}}", PERIOD.as_secs()),
     );
-    cluster.apply("flip.yaml", &manifest).await;
-    let endpoints = wait_ready(cluster, "flip", 2).await;
+    cluster.apply(&format!("{name}.yaml"), &manifest).await;
+    let endpoints = wait_ready(cluster, name, 2).await;
     let tasks: Vec<String> = endpoints
         .spec
         .endpoints
@@ -332,8 +336,8 @@ async fn readiness_reaction(cluster: &Cluster) {
     let mut out_times = Vec::new();
     let mut back_times = Vec::new();
     println!(
-        "\nreadiness probe every {PERIOD:?}, failure threshold 1; a flip inside one of two \
-         tasks, then back; target: the proxy acts within the period + 100 ms"
+        "\n{path}: readiness probe every {PERIOD:?}, failure threshold 1; a flip inside one \
+         of two tasks, then back; target: the proxy acts within the period + 100 ms"
     );
     println!(
         "{:>5}  {:>12}  {:>12}",
@@ -342,7 +346,7 @@ async fn readiness_reaction(cluster: &Cluster) {
     for trial in 0..TRIALS {
         let victim = &tasks[trial % 2];
         let address = task_address(cluster, victim).await.ip().to_string();
-        let watch = Watch::start(port);
+        let watch = Watch::start(SocketAddr::new(client_to, port));
         tokio::time::sleep(Duration::from_millis(300)).await;
 
         let flipped = Instant::now();
@@ -404,7 +408,7 @@ struct Watch {
 }
 
 impl Watch {
-    fn start(port: u16) -> Watch {
+    fn start(address: SocketAddr) -> Watch {
         let answers = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let loops = (0..2)
@@ -413,7 +417,7 @@ impl Watch {
                 tokio::spawn(async move {
                     while !stop.load(std::sync::atomic::Ordering::SeqCst) {
                         let sent = Instant::now();
-                        if let Ok(answer) = get_once(port).await {
+                        if let Ok(answer) = get_once_at(address).await {
                             answers.lock().unwrap().push((sent, answer.task));
                         }
                         tokio::time::sleep(Duration::from_millis(2)).await;
