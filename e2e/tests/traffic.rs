@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use dctl_apis::Task;
 use dctl_e2e::cluster::{docker0_address, proxy_table, Cluster};
 use dctl_e2e::load::{free_port, get_once, get_once_at, post, Load};
+use dctl_e2e::swarm::{docker_cli, stderr};
 use dctl_e2e::traffic::{
     endpoints, scale, scale_under_load, scale_under_load_at, service, wait_ready, CONVERGE,
 };
@@ -446,6 +447,34 @@ async fn off_loopback_the_kernel_path_gates_traffic_and_its_rules_go_with_the_pr
         .unwrap_or_else(|| panic!("no counter in {rule}"));
     assert!(connections > 0, "no connection took the rule: {rule}");
 
+    // A container on the tasks' own network reaches the published port at the host's
+    // address too, whichever task it lands on (one of them on its own bridge: hairpin).
+    scale(&cluster, "web", 2).await;
+    let ready = wait_ready(&cluster, "web", 2).await;
+    let network = task_network(&cluster, &ready.spec.endpoints[0].task).await;
+    let url = format!("http://{address}/");
+    for _ in 0..4 {
+        let label = cluster.container_label();
+        let run = [
+            "run",
+            "--rm",
+            "--label",
+            &label,
+            "--network",
+            &network,
+            "dctl-test/server:1",
+            "--check",
+            &url,
+        ];
+        let output = docker_cli(&run).await;
+        assert!(
+            output.status.success(),
+            "from a container on {network}: {} {}",
+            String::from_utf8_lossy(&output.stdout),
+            stderr(&output)
+        );
+    }
+
     // No Ready endpoint: the rule goes, and the user-space listener refuses at once.
     scale(&cluster, "web", 0).await;
     cluster
@@ -464,6 +493,24 @@ async fn off_loopback_the_kernel_path_gates_traffic_and_its_rules_go_with_the_pr
     let agent = cluster.agents.get_mut(&node).unwrap();
     assert_eq!(agent.interrupt().await, Some(0));
     assert_eq!(nft_table(pid), None, "the table outlived its proxy");
+}
+
+/// The Docker network a task's container is attached to.
+async fn task_network(cluster: &Cluster, task: &str) -> String {
+    let store = cluster.env.store().await;
+    let task: Task = store.get("e2e", task).await.expect("the task is stored");
+    let container = task
+        .status
+        .and_then(|s| s.container_id)
+        .expect("a container");
+    let format = "{{range $name, $_ := .NetworkSettings.Networks}}{{$name}} {{end}}";
+    let output = docker_cli(&["inspect", "-f", format, &container]).await;
+    let names = String::from_utf8_lossy(&output.stdout);
+    names
+        .split_whitespace()
+        .next()
+        .expect("a network")
+        .to_string()
 }
 
 /// The rules of the proxy in process `pid`, `None` when it has no table.

@@ -56,8 +56,10 @@ pub struct KernelEndpoint {
     pub address: SocketAddrV4,
     /// A host port (the task runs on another node): the connection is masqueraded, so
     /// that the reply comes back through this host to be un-NAT'd. A container on this
-    /// node answers through this host anyway (its bridge's gateway), so its connections
-    /// keep their source address, as with Docker's own DNAT.
+    /// node answers through this host anyway (its bridge's gateway; a client container on
+    /// the same bridge through the bridge's netfilter hooks, which Docker turns on), so
+    /// its connections keep the client's address, as with Docker's own DNAT and unlike
+    /// Swarm's ingress.
     pub masquerade: bool,
 }
 
