@@ -178,12 +178,16 @@ async fn logs_of_a_service_and_of_a_task_come_from_the_agent() {
         .dctl(&["scale", "service/web=3", "-n", "e2e"])
         .await
         .success();
-    let lines = follow.read_until(STARTED, CONVERGE).await;
-    let joined = lines.last().unwrap();
-    assert!(
-        joined.starts_with("web.3.") && joined.contains(&format!("@{node}    | ")),
-        "{lines:#?}"
-    );
+    // The other tasks' older lines may still be arriving (each task's stream is its own),
+    // an earlier startup line among them: wait for web.3's.
+    let joined = loop {
+        let lines = follow.read_until(STARTED, CONVERGE).await;
+        let last = lines.last().unwrap().clone();
+        if last.starts_with("web.3.") {
+            break last;
+        }
+    };
+    assert!(joined.contains(&format!("@{node}    | ")), "{joined}");
     follow.stop().await;
 
     // Deleting a followed service ends the follow, once its containers' logs end.

@@ -121,8 +121,9 @@ pub struct KernelPath {
 
 impl KernelPath {
     /// The kernel path for a proxy listening on `bind`, after deleting the tables of
-    /// proxies that are gone. `None`, with the reason logged, when there is nothing for it
-    /// to do (a loopback bind) or nftables cannot be used here (no `nft`, no privilege).
+    /// proxies that are gone. `None` when there is nothing for it to do (a loopback or an
+    /// IPv6 address), or, logged, when nftables cannot be used here (no `nft`, no
+    /// privilege).
     pub async fn start(bind: IpAddr) -> Option<KernelPath> {
         let destination = Destination::of(bind)?;
         remove_tables_of_dead_proxies().await;
