@@ -4,7 +4,8 @@
 //! `POST /healthz/fail` or `POST /ready/fail` (and again after `…/ok`); `GET /exit?code=N`
 //! exits with N after answering; `GET /sleep?ms=N` answers late; `GET /upstream` fetches
 //! the `--upstream` URL; `GET /bytes?n=N` streams N zero bytes. Each UDP datagram to the
-//! same port number is answered with the `GET /` greeting. SIGTERM exits 0 at once. Every
+//! same port number is answered with the `GET /` greeting. SIGTERM exits 0 once the open
+//! connections are answered (at most [`SHUTDOWN_WAIT`]), as a well-behaved server does. Every
 //! HTTP request is logged on stdout, one line each. See `config.rs` for the settings.
 #![forbid(unsafe_code)]
 
@@ -15,12 +16,19 @@ mod udp;
 
 use std::collections::BTreeMap;
 use std::net::{TcpListener, UdpSocket};
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
+use std::time::{Duration, Instant};
 
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
+
+/// How long a SIGTERM waits for open connections before the server exits anyway.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(1);
+
+/// HTTP connections accepted and not yet closed.
+static OPEN_CONNECTIONS: AtomicUsize = AtomicUsize::new(0);
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -52,7 +60,18 @@ fn main() {
         Ok(mut signals) => {
             thread::spawn(move || {
                 if let Some(signal) = signals.forever().next() {
-                    println!("received signal {signal}; exiting");
+                    // Requests already on their way (sent before the proxies took this
+                    // task out of traffic) are answered, not cut off.
+                    let open = OPEN_CONNECTIONS.load(Ordering::SeqCst);
+                    println!(
+                        "received signal {signal}; exiting once {open} open connections close"
+                    );
+                    let started = Instant::now();
+                    while OPEN_CONNECTIONS.load(Ordering::SeqCst) > 0
+                        && started.elapsed() < SHUTDOWN_WAIT
+                    {
+                        thread::sleep(Duration::from_millis(10));
+                    }
                     std::process::exit(0);
                 }
             });
@@ -106,7 +125,11 @@ fn main() {
         match stream {
             Ok(stream) => {
                 let state = state.clone();
-                thread::spawn(move || http::serve(stream, &state));
+                OPEN_CONNECTIONS.fetch_add(1, Ordering::SeqCst);
+                thread::spawn(move || {
+                    http::serve(stream, &state);
+                    OPEN_CONNECTIONS.fetch_sub(1, Ordering::SeqCst);
+                });
             }
             // Out of descriptors or a reset before accept: the next one may work.
             Err(err) => eprintln!("dctl-testserver: accept failed: {err}"),
