@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use dctl_apis::Task;
 use dctl_e2e::cluster::{docker0_address, Cluster};
-use dctl_e2e::load::{free_port, get_once_at, post};
+use dctl_e2e::load::{free_port, get_once_at, loopback, post};
 use dctl_e2e::stats::{median, ms, percentile};
 use dctl_e2e::swarm::{docker_cli, stderr};
 use dctl_e2e::traffic::{scale_under_load, service, wait_ready, CONVERGE};
@@ -85,7 +85,6 @@ async fn throughput(cluster: &Cluster) {
     );
     let (peer_port, host) = (free_port(), docker0_address());
     start_peer(cluster, peer_port, host).await;
-    let loopback = |port| SocketAddr::from(([127, 0, 0, 1], port));
     let sides = [
         ("dctl user space", loopback(port)),
         ("docker-proxy", loopback(peer_port)),

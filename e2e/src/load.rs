@@ -25,6 +25,11 @@ pub fn free_port() -> u16 {
     listener.local_addr().unwrap().port()
 }
 
+/// `127.0.0.1:port`, where the tests' proxies listen.
+pub fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
 /// Who answered a `GET /`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Answer {
@@ -34,7 +39,7 @@ pub struct Answer {
 
 /// One `GET /` through the proxy: the name of the task that answered, or what failed.
 pub async fn get_once(port: u16) -> Result<Answer, String> {
-    get_once_at(SocketAddr::from(([127, 0, 0, 1], port))).await
+    get_once_at(loopback(port)).await
 }
 
 /// One `GET /` of the test server at `address`, whatever is in between.
@@ -149,7 +154,7 @@ pub struct Load {
 impl Load {
     /// Client loops through the proxy on loopback.
     pub fn start(port: u16) -> Load {
-        Load::start_at(SocketAddr::from(([127, 0, 0, 1], port)))
+        Load::start_at(loopback(port))
     }
 
     /// Client loops of `GET /` to `address`.

@@ -9,7 +9,7 @@ use std::time::Duration;
 use dctl_apis::Endpoints;
 
 use crate::cluster::Cluster;
-use crate::load::{get_once_at, Load, Tally};
+use crate::load::{get_once_at, loopback, Load, Tally};
 
 pub const CONVERGE: Duration = Duration::from_secs(90);
 
@@ -71,12 +71,7 @@ pub async fn wait_ready(cluster: &Cluster, service: &str, n: usize) -> Endpoints
 /// Scales `web` 1 → 3 → 1 under load through the proxy on loopback; returns what the
 /// clients saw.
 pub async fn scale_under_load(cluster: &Cluster, port: u16, annotations: &str) -> Arc<Tally> {
-    scale_under_load_at(
-        cluster,
-        SocketAddr::from(([127, 0, 0, 1], port)),
-        annotations,
-    )
-    .await
+    scale_under_load_at(cluster, loopback(port), annotations).await
 }
 
 /// Scales `web`, published on `address`'s port, 1 → 3 → 1 under load sent to `address`.

@@ -238,14 +238,14 @@ impl KernelPath {
 /// Deletes every proxy table whose process is gone (killed, crashed): its rules would
 /// go on sending connections to endpoints nobody keeps up to date.
 async fn remove_tables_of_dead_proxies() {
-    let Ok(listing) = nft_output(&["list", "tables"]).await else {
+    let Ok(listing) = nft("list tables\n").await else {
         return;
     };
     for table in dead_proxy_tables(&listing, |pid| {
         std::path::Path::new(&format!("/proc/{pid}")).exists()
     }) {
         match nft(&format!("delete table ip {table}\n")).await {
-            Ok(()) => tracing::info!(table, "deleted the nftables table of a proxy that is gone"),
+            Ok(_) => tracing::info!(table, "deleted the nftables table of a proxy that is gone"),
             Err(error) => {
                 tracing::warn!(table, %error, "cannot delete a dead proxy's nftables table")
             }
@@ -268,30 +268,18 @@ fn dead_proxy_tables(listing: &str, alive: impl Fn(u32) -> bool) -> Vec<String> 
         .collect()
 }
 
-/// Runs `nft -f -` on `script`.
-async fn nft(script: &str) -> std::io::Result<()> {
+/// Runs `nft -f -` on `script`; what it printed (a `list` command's answer).
+async fn nft(script: &str) -> std::io::Result<String> {
     let mut child = Command::new("nft")
         .args(["-f", "-"])
         .stdin(Stdio::piped())
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()?;
     if let Some(mut stdin) = child.stdin.take() {
         stdin.write_all(script.as_bytes()).await?;
     }
     let output = child.wait_with_output().await?;
-    if output.status.success() {
-        Ok(())
-    } else {
-        Err(std::io::Error::other(format!(
-            "nft: {}",
-            String::from_utf8_lossy(&output.stderr).trim()
-        )))
-    }
-}
-
-async fn nft_output(args: &[&str]) -> std::io::Result<String> {
-    let output = Command::new("nft").args(args).output().await?;
     if output.status.success() {
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     } else {
