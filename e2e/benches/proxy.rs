@@ -11,11 +11,12 @@
 //!      published with `-p 127.0.0.1:PORT:8080`; Docker also serves loopback in user
 //!      space);
 //!    - on a host address (docker0's): dctl's kernel path (nftables DNAT) beside Docker's
-//!      own DNAT of the same container published on that address, which is how both
-//!      serve clients from other hosts.
+//!      own DNAT of a container published on that address, which is how both serve
+//!      clients from other hosts.
 //!
-//!    The measured task is pinned to `n1`, the node whose proxy is measured (bound to
-//!    0.0.0.0), so the proxy sends to the container's own address, as Docker does.
+//!    The measured tasks are pinned to `n1`, the node whose proxy is measured (bound to
+//!    0.0.0.0), so the proxy sends to the container's own address, as Docker does. The
+//!    DNAT sides have containers of their own (see [`throughput`]).
 //! 3. How long after a readiness change inside a container the proxy acts on it (readiness
 //!    probe every second, failure threshold 1): the last answer from the task after it
 //!    turned unready, and the first after it turned ready again; on loopback (user space)
@@ -62,34 +63,27 @@ async fn main() {
     scaling(&cluster).await;
 }
 
-/// Part 2: short requests and a bulk stream, three ways.
+/// Part 2: short requests and a bulk stream, five ways.
+///
+/// The sides reached through a host address (DNAT) have backends of their own. Linux gives
+/// each pair of addresses its own TCP timestamp clock, and a client on this host reaching
+/// one container both through DNAT (its clock for the host address) and directly or
+/// through a proxy (its clock for the container's address) sends it SYNs whose timestamps
+/// are older than those of the connections its TIME_WAIT sockets remember: PAWS drops them
+/// and the client retransmits a second later. Sharing a container, every DNAT side showed
+/// ~1 s stalls on 1 % of its connections that neither path has alone (docs/proxy.md).
 async fn throughput(cluster: &Cluster) {
-    let port = free_port();
-    let n1 = cluster.node("n1");
-    let manifest = service("bulk", 1, port, "", "").replace(
-        "  publish:",
-        &format!("  placement: {{constraints: [\"node.id == {n1}\"]}}\n  publish:"),
-    );
-    cluster.apply("bulk.yaml", &manifest).await;
-    let endpoints = wait_ready(cluster, "bulk", 1).await;
-    let endpoint = &endpoints.spec.endpoints[0];
-    assert_eq!(
-        endpoint.node, n1,
-        "the measured task runs on the proxy's node"
-    );
-    let direct = task_address(cluster, &endpoint.task).await;
-    assert_eq!(
-        endpoint.task_socket_address(&endpoints.spec.ports[0].name),
-        Some(direct.to_string()),
-        "the Endpoints give the proxy the container's own address"
-    );
-    let (peer_port, host) = (free_port(), docker0_address());
-    start_peer(cluster, peer_port, host).await;
+    let (port, host_port) = (free_port(), free_port());
+    let direct = pinned_task(cluster, "bulk", port).await;
+    pinned_task(cluster, "bulk-host", host_port).await;
+    let (peer_port, peer_host_port, host) = (free_port(), free_port(), docker0_address());
+    start_peer(cluster, "peer", IpAddr::V4(Ipv4Addr::LOCALHOST), peer_port).await;
+    start_peer(cluster, "peer-host", host, peer_host_port).await;
     let sides = [
         ("dctl user space", loopback(port)),
         ("docker-proxy", loopback(peer_port)),
-        ("dctl nftables", SocketAddr::new(host, port)),
-        ("Docker DNAT", SocketAddr::new(host, peer_port)),
+        ("dctl nftables", SocketAddr::new(host, host_port)),
+        ("Docker DNAT", SocketAddr::new(host, peer_host_port)),
         ("direct", direct),
     ];
     for (name, address) in sides {
@@ -196,6 +190,31 @@ async fn throughput(cluster: &Cluster) {
     }
 }
 
+/// One task of service `name` published on `port`, pinned to `n1` (the node whose proxy is
+/// measured, so that the proxy sends to the container's own address, as Docker does);
+/// the container's address.
+async fn pinned_task(cluster: &Cluster, name: &str, port: u16) -> SocketAddr {
+    let n1 = cluster.node("n1");
+    let manifest = service(name, 1, port, "", "").replace(
+        "  publish:",
+        &format!("  placement: {{constraints: [\"node.id == {n1}\"]}}\n  publish:"),
+    );
+    cluster.apply(&format!("{name}.yaml"), &manifest).await;
+    let endpoints = wait_ready(cluster, name, 1).await;
+    let endpoint = &endpoints.spec.endpoints[0];
+    assert_eq!(
+        endpoint.node, n1,
+        "the measured task runs on the proxy's node"
+    );
+    let direct = task_address(cluster, &endpoint.task).await;
+    assert_eq!(
+        endpoint.task_socket_address(&endpoints.spec.ports[0].name),
+        Some(direct.to_string()),
+        "the Endpoints give the proxy the container's own address"
+    );
+    direct
+}
+
 struct Side {
     rate: f64,
     p50: Duration,
@@ -279,23 +298,21 @@ async fn task_address(cluster: &Cluster, task: &str) -> SocketAddr {
     SocketAddr::new(address.parse().expect("an IP address"), 8080)
 }
 
-/// Docker's side: the test image published with `-p` on loopback (docker-proxy) and on
-/// `host` (Docker's DNAT), the same port, labelled as this run's.
-async fn start_peer(cluster: &Cluster, port: u16, host: IpAddr) {
+/// Docker's side: the test image published with `-p ADDRESS:PORT:8080`, labelled as this
+/// run's: on loopback Docker serves it with `docker-proxy`, on a host address with DNAT.
+async fn start_peer(cluster: &Cluster, name: &str, address: IpAddr, port: u16) {
     let label = cluster.container_label();
-    let on_loopback = format!("127.0.0.1:{port}:8080");
-    let on_host = format!("{host}:{port}:8080");
+    let published = format!("{address}:{port}:8080");
+    let task_name = format!("TASK_NAME={name}");
     let output = docker_cli(&[
         "run",
         "-d",
         "--label",
         &label,
         "-p",
-        &on_loopback,
-        "-p",
-        &on_host,
+        &published,
         "-e",
-        "TASK_NAME=peer",
+        &task_name,
         "dctl-test/server:1",
     ])
     .await;
