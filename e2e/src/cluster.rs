@@ -59,17 +59,30 @@ impl Drop for Daemon {
     /// again.
     fn drop(&mut self) {
         let Some(pid) = self.child.id() else { return };
+        let table = proxy_table(pid);
         let _ = self.child.start_kill();
-        let _ = std::process::Command::new("nft")
-            .args(["delete", "table", "ip", &proxy_table(pid)])
-            .stderr(Stdio::null())
-            .status();
+        if let Some(table) = table {
+            let _ = std::process::Command::new("nft")
+                .args(["delete", "table", "ip", &table])
+                .stderr(Stdio::null())
+                .status();
+        }
     }
 }
 
-/// The nftables table of the proxy in process `pid` (`dctl_proxy_<pid>`).
-pub fn proxy_table(pid: u32) -> String {
-    format!("dctl_proxy_{pid}")
+/// The nftables table of the proxy in process `pid` (`dctl_proxy_<pid>_<start time>`),
+/// if it has one.
+pub fn proxy_table(pid: u32) -> Option<String> {
+    let output = std::process::Command::new("nft")
+        .args(["list", "tables", "ip"])
+        .output()
+        .ok()?;
+    let prefix = format!("table ip dctl_proxy_{pid}_");
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .find(|line| line.starts_with(&prefix))
+        .and_then(|line| line.strip_prefix("table ip "))
+        .map(str::to_string)
 }
 
 /// A non-loopback address of this host that every machine with Docker has: that of the

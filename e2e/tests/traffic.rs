@@ -516,7 +516,7 @@ async fn task_network(cluster: &Cluster, task: &str) -> String {
 /// The rules of the proxy in process `pid`, `None` when it has no table.
 fn nft_table(pid: u32) -> Option<String> {
     let output = std::process::Command::new("nft")
-        .args(["list", "table", "ip", &proxy_table(pid)])
+        .args(["list", "table", "ip", &proxy_table(pid)?])
         .output()
         .ok()?;
     output

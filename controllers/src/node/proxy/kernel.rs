@@ -18,9 +18,10 @@
 //! Ready), IPv6 endpoints, and every port with no Ready endpoint: the user-space listener
 //! still owns the port and resets such connections at once.
 //!
-//! Each proxy owns one table, `ip dctl_proxy_<pid>`; it deletes it on a clean stop, and
-//! the other proxies on the host delete the tables of processes that are gone (at start,
-//! then on every retry tick).
+//! Each proxy owns one table, `ip dctl_proxy_<pid>_<start time>`; it deletes it on a clean
+//! stop, and the other proxies on the host delete the tables of processes that are gone
+//! (at start, then on every retry tick). The start time (the kernel's, in clock ticks since
+//! boot) tells a live owner from a later process that was given the same pid.
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr, SocketAddrV4};
@@ -31,7 +32,7 @@ use tokio::process::Command;
 
 use super::balancer::Backend;
 
-/// The tables of every proxy are named this, then the owner's process id.
+/// The tables of every proxy are named this, then the owner's process id and start time.
 const TABLE_PREFIX: &str = "dctl_proxy_";
 
 /// The packet mark of a connection DNAT'd here, so that the masquerade on its way out
@@ -126,9 +127,13 @@ impl KernelPath {
     /// privilege).
     pub async fn start(bind: IpAddr) -> Option<KernelPath> {
         let destination = Destination::of(bind)?;
+        let Some(table) = table_of(std::process::id()) else {
+            tracing::warn!("no /proc to name this proxy's nftables table by; published ports are served in user space only");
+            return None;
+        };
         remove_tables_of_dead_proxies().await;
         let mut path = KernelPath {
-            table: format!("{TABLE_PREFIX}{}", std::process::id()),
+            table,
             destination,
             applied: None,
         };
@@ -241,9 +246,7 @@ async fn remove_tables_of_dead_proxies() {
     let Ok(listing) = nft("list tables\n").await else {
         return;
     };
-    for table in dead_proxy_tables(&listing, |pid| {
-        std::path::Path::new(&format!("/proc/{pid}")).exists()
-    }) {
+    for table in dead_proxy_tables(&listing, table_of) {
         match nft(&format!("delete table ip {table}\n")).await {
             Ok(_) => tracing::info!(table, "deleted the nftables table of a proxy that is gone"),
             Err(error) => {
@@ -253,16 +256,31 @@ async fn remove_tables_of_dead_proxies() {
     }
 }
 
-/// The proxy tables in `nft list tables` output whose owner is not alive.
-fn dead_proxy_tables(listing: &str, alive: impl Fn(u32) -> bool) -> Vec<String> {
+/// The table a proxy in live process `pid` owns; `None` when there is no such process.
+fn table_of(pid: u32) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    Some(format!("{TABLE_PREFIX}{pid}_{}", start_time(&stat)?))
+}
+
+/// The start time in a `/proc/<pid>/stat` line: its 22nd field, the 20th after the
+/// command name, which is in parentheses and may itself hold spaces and parentheses.
+fn start_time(stat: &str) -> Option<u64> {
+    let (_, after_name) = stat.rsplit_once(')')?;
+    after_name.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// The proxy tables in `nft list tables` output whose owner is gone: no live process
+/// has that pid, or the one that has it started later. `table_of` names the table of a
+/// live pid.
+fn dead_proxy_tables(listing: &str, table_of: impl Fn(u32) -> Option<String>) -> Vec<String> {
     listing
         .lines()
         .filter_map(|line| line.trim().strip_prefix("table ip "))
         .filter(|table| {
-            table
+            let pid = table
                 .strip_prefix(TABLE_PREFIX)
-                .and_then(|pid| pid.parse().ok())
-                .is_some_and(|pid| !alive(pid))
+                .and_then(|owner| owner.split('_').next()?.parse().ok());
+            pid.is_some_and(|pid| table_of(pid).as_deref() != Some(*table))
         })
         .map(str::to_string)
         .collect()
@@ -296,7 +314,7 @@ mod tests {
 
     fn path(bind: &str) -> Option<KernelPath> {
         Some(KernelPath {
-            table: "dctl_proxy_42".into(),
+            table: "dctl_proxy_42_7".into(),
             destination: Destination::of(bind.parse().unwrap())?,
             applied: None,
         })
@@ -349,7 +367,7 @@ mod tests {
         let ports = [KernelPort::of(80, &[local, remote]).unwrap()];
         let any = path("0.0.0.0").unwrap().ruleset(&ports);
         assert!(any.starts_with(
-            "add table ip dctl_proxy_42\ndelete table ip dctl_proxy_42\ntable ip dctl_proxy_42 {"
+            "add table ip dctl_proxy_42_7\ndelete table ip dctl_proxy_42_7\ntable ip dctl_proxy_42_7 {"
         ));
         assert!(any.contains(
             "ip daddr != 127.0.0.0/8 fib daddr type local tcp dport 80 counter meta mark set meta mark | 0x200000 \
@@ -371,8 +389,29 @@ mod tests {
 
     #[test]
     fn only_tables_of_dead_proxies_are_swept() {
-        let listing = "table ip nat\ntable ip dctl_proxy_1\ntable ip dctl_proxy_2\n\
-                       table ip6 dctl_proxy_3\ntable ip dctl_proxy_x\ntable inet filter\n";
-        assert_eq!(dead_proxy_tables(listing, |pid| pid == 2), ["dctl_proxy_1"]);
+        let listing = "table ip nat\ntable ip dctl_proxy_1_100\ntable ip dctl_proxy_2_200\n\
+                       table ip dctl_proxy_3_300\ntable ip6 dctl_proxy_4_400\n\
+                       table ip dctl_proxy_x\ntable inet filter\n";
+        // Process 2 is the table's owner; 3 is a later process given the same pid.
+        let live = |pid| match pid {
+            2 => Some("dctl_proxy_2_200".to_string()),
+            3 => Some("dctl_proxy_3_999".to_string()),
+            _ => None,
+        };
+        assert_eq!(
+            dead_proxy_tables(listing, live),
+            ["dctl_proxy_1_100", "dctl_proxy_3_300"]
+        );
+    }
+
+    #[test]
+    fn a_live_process_names_its_table_by_pid_and_start_time() {
+        // The command name may hold spaces and parentheses.
+        let stat = "4242 (tokio (rt) x) S 1 4242 4242 0 -1 4194560 1 0 0 0 3 1 0 0 20 0 \
+                    9 0 123456 2000000 300";
+        assert_eq!(start_time(stat), Some(123_456));
+        let mine = table_of(std::process::id()).unwrap();
+        assert!(mine.starts_with(&format!("dctl_proxy_{}_", std::process::id())));
+        assert_eq!(table_of(std::process::id()), Some(mine));
     }
 }
