@@ -33,12 +33,13 @@ use dctl_apis::gitsync::{
     FINALIZER_PRUNE,
 };
 use dctl_apis::{Document, GitSync, Network, Service};
-use dctl_runtime::apply::{Applier, Outcome, Owned};
+use dctl_runtime::apply::{batches, Applier, Outcome, Owned, IN_FLIGHT};
 use dctl_runtime::controller::{self, backoff_on_error, Action, Controller};
 use dctl_runtime::events::Recorder;
 use dctl_runtime::reflector::Reader;
 use dctl_runtime::store::{Store, StoreError};
 use dctl_runtime::ObjectKey;
+use futures::stream::{FuturesOrdered, StreamExt};
 use rand::Rng;
 use tokio::time::Instant;
 
@@ -195,6 +196,78 @@ impl Counts {
     }
 }
 
+/// What applying a commit's selected documents did.
+#[derive(Default)]
+struct Applied {
+    counts: Counts,
+    /// Objects left alone because another GitSync manages them.
+    conflicts: Vec<SyncError>,
+    conflicted: BTreeSet<InventoryEntry>,
+    /// Every object written or found unchanged.
+    entries: Vec<InventoryEntry>,
+    /// The first error in the documents' order; nothing was sent after it.
+    failed: Option<(InventoryEntry, StoreError)>,
+}
+
+/// Applies `selected` as `dctl apply` does: up to IN_FLIGHT objects at once, their writes
+/// sharing etcd transactions, a Network alone in its place. After the first error (in the
+/// documents' order) no more are sent, but those on their way are seen through, so that
+/// every object written is in the inventory.
+async fn apply_documents(
+    applier: &Applier<'_>,
+    key: &ObjectKey,
+    selected: &[&Document],
+) -> Applied {
+    let mut applied = Applied::default();
+    for batch in batches(selected) {
+        // A FuturesOrdered filled by hand: a buffered stream's closure would make the
+        // reconcile future not provably Send (a limit of rustc's with such closures).
+        let mut documents = batch.iter();
+        let mut in_flight = FuturesOrdered::new();
+        loop {
+            while applied.failed.is_none() && in_flight.len() < IN_FLIGHT {
+                let Some(document) = documents.next() else {
+                    break;
+                };
+                in_flight.push_back(async move {
+                    (document, applier.apply_owned(&document.object, key).await)
+                });
+            }
+            let Some((document, outcome)) = in_flight.next().await else {
+                break;
+            };
+            let entry = plan::entry_of(&document.object);
+            match outcome {
+                Ok(Owned::Applied(outcome)) => {
+                    match outcome {
+                        Outcome::Created => applied.counts.created += 1,
+                        Outcome::Configured => applied.counts.configured += 1,
+                        Outcome::Unchanged => applied.counts.unchanged += 1,
+                    }
+                    applied.entries.push(entry);
+                }
+                Ok(Owned::OwnedBy(other)) => {
+                    applied.conflicts.push(SyncError {
+                        file: document.source.clone(),
+                        document: document.index,
+                        line: Some(document.line),
+                        field: None,
+                        message: format!("{entry} is managed by gitsync {other}: left alone"),
+                    });
+                    applied.conflicted.insert(entry);
+                }
+                Err(source) => {
+                    applied.failed.get_or_insert((entry, source));
+                }
+            }
+        }
+        if applied.failed.is_some() {
+            break;
+        }
+    }
+    applied
+}
+
 async fn reconcile(key: ObjectKey, ctx: Arc<Context>) -> Result<Action, Error> {
     let Some(sync) = ctx.syncs.get(&key) else {
         ctx.forget(&key).await;
@@ -327,47 +400,26 @@ async fn reconcile(key: ObjectKey, ctx: Arc<Context>) -> Result<Action, Error> {
 
     let read = started.elapsed();
     let applier = Applier::new(&ctx.store, documents, false);
-    let mut counts = Counts::default();
-    let mut conflicts = Vec::new();
-    let mut conflicted = BTreeSet::new();
-    let mut applied: Vec<InventoryEntry> = Vec::new();
-    for document in selected {
-        let entry = plan::entry_of(&document.object);
-        match applier.apply_owned(&document.object, &key).await {
-            Ok(Owned::Applied(outcome)) => {
-                match outcome {
-                    Outcome::Created => counts.created += 1,
-                    Outcome::Configured => counts.configured += 1,
-                    Outcome::Unchanged => counts.unchanged += 1,
-                }
-                applied.push(entry);
-            }
-            Ok(Owned::OwnedBy(other)) => {
-                conflicts.push(SyncError {
-                    file: document.source.clone(),
-                    document: document.index,
-                    line: Some(document.line),
-                    field: None,
-                    message: format!("{entry} is managed by gitsync {other}: left alone"),
-                });
-                conflicted.insert(entry);
-            }
-            Err(source) => {
-                // Keep what may need pruning later: the old inventory and what was applied.
-                let mut inventory: BTreeSet<InventoryEntry> =
-                    status.inventory.iter().cloned().collect();
-                inventory.extend(applied);
-                next.inventory = inventory.into_iter().collect();
-                let verdict = Verdict::new(REASON_APPLY_FAILED, format!("{entry}: {source}"));
-                ctx.remember(&key, memory);
-                ctx.finish(&sync, next, &verdict, None).await?;
-                return Err(Error::Apply {
-                    key,
-                    object: entry.to_string(),
-                    source,
-                });
-            }
-        }
+    let Applied {
+        mut counts,
+        conflicts,
+        conflicted,
+        entries: applied,
+        failed,
+    } = apply_documents(&applier, &key, &selected).await;
+    if let Some((entry, source)) = failed {
+        // Keep what may need pruning later: the old inventory and what was applied.
+        let mut inventory: BTreeSet<InventoryEntry> = status.inventory.iter().cloned().collect();
+        inventory.extend(applied);
+        next.inventory = inventory.into_iter().collect();
+        let verdict = Verdict::new(REASON_APPLY_FAILED, format!("{entry}: {source}"));
+        ctx.remember(&key, memory);
+        ctx.finish(&sync, next, &verdict, None).await?;
+        return Err(Error::Apply {
+            key,
+            object: entry.to_string(),
+            source,
+        });
     }
 
     let inventory: BTreeSet<InventoryEntry> = documents

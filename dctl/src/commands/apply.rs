@@ -3,20 +3,14 @@
 use std::process::ExitCode;
 
 use clap::Args;
-use dctl_apis::{Document, GitSync, Kind};
-use dctl_runtime::apply::{Applier, Outcome};
+use dctl_apis::{GitSync, Kind};
+use dctl_runtime::apply::{batches, Applier, Outcome, IN_FLIGHT};
 use dctl_runtime::ObjectKey;
 use futures::stream::{self, StreamExt};
 
 use crate::commands::{object_name, prune, read_manifests, wait};
 use crate::exit::{CliError, Exit};
 use crate::{connect, FileArgs};
-
-/// Objects applied at once. Their writes go to etcd together (the store's group commit),
-/// so a manifest of many objects applies several times faster than one after another;
-/// what is printed, and which error decides the exit code, still follow the documents'
-/// order.
-const IN_FLIGHT: usize = 16;
 
 #[derive(Args)]
 pub struct ApplyArgs {
@@ -57,6 +51,7 @@ pub async fn run(endpoints: &[String], args: ApplyArgs) -> Result<ExitCode, CliE
     let mut first_error: Option<CliError> = None;
     let mut changed_services = Vec::new();
     let mut self_healing = std::collections::HashMap::new();
+    // What is printed, and which error decides the exit code, follow the documents' order.
     for batch in batches(&documents) {
         let mut outcomes = stream::iter(batch)
             .map(|document| {
@@ -110,26 +105,6 @@ pub async fn run(endpoints: &[String], args: ApplyArgs) -> Result<ExitCode, CliE
     Ok(ExitCode::SUCCESS)
 }
 
-/// The documents in the runs that may be applied at once: a Network alone, in its place
-/// (of two overlapping subnets the one applied first wins, as the file orders them), and
-/// everything between two Networks together.
-fn batches(documents: &[Document]) -> Vec<&[Document]> {
-    let is_network = |d: &Document| d.object.kind() == Kind::Network;
-    let mut batches = Vec::new();
-    let mut rest = documents;
-    while !rest.is_empty() {
-        let end = if is_network(&rest[0]) {
-            1
-        } else {
-            rest.iter().position(is_network).unwrap_or(rest.len())
-        };
-        let (batch, after) = rest.split_at(end);
-        batches.push(batch);
-        rest = after;
-    }
-    batches
-}
-
 /// Whether the GitSync `key` puts back hand edits (selfHeal), read once per apply.
 async fn heals(
     store: &dctl_runtime::store::Store,
@@ -145,41 +120,4 @@ async fn heals(
     };
     known.insert(key.clone(), heals);
     heals
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn networks_go_alone_in_their_place_and_the_rest_together() {
-        let object = |kind: &str, name: &str| {
-            let spec = if kind == "Service" {
-                "spec: {template: {image: x}}\n"
-            } else {
-                ""
-            };
-            format!("apiVersion: dctl/v1\nkind: {kind}\nmetadata: {{name: {name}, namespace: demo}}\n{spec}")
-        };
-        let text = [
-            object("Service", "a"),
-            object("Service", "b"),
-            object("Network", "n1"),
-            object("Network", "n2"),
-            object("Service", "c"),
-        ]
-        .join("---\n");
-        let documents = dctl_apis::manifest::decode("m.yaml", &text).unwrap();
-        let names: Vec<Vec<&str>> = batches(&documents)
-            .iter()
-            .map(|batch| {
-                batch
-                    .iter()
-                    .map(|d| d.object.meta().name.as_str())
-                    .collect()
-            })
-            .collect();
-        assert_eq!(names, [vec!["a", "b"], vec!["n1"], vec!["n2"], vec!["c"]]);
-        assert!(batches(&[]).is_empty());
-    }
 }
