@@ -77,6 +77,7 @@ macro_rules! resource {
             fn validate(&self) -> Vec<$crate::validation::FieldError> {
                 let mut errors = $crate::validation::validate_meta(&self.metadata, Self::KIND);
                 errors.extend(self.spec.validate(&$crate::validation::FieldPath::new("spec")));
+                errors.extend($crate::validation::check_object_size(self));
                 errors
             }
         }

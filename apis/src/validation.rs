@@ -2,6 +2,9 @@
 
 use std::collections::BTreeMap;
 
+use serde::Serialize;
+use serde_json::Value;
+
 use crate::meta::ObjectMeta;
 use crate::resource::Kind;
 
@@ -60,8 +63,85 @@ impl FieldError {
     }
 }
 
+/// The most bytes an object may take as stored JSON. etcd refuses a request over 1.5 MiB
+/// (its `--max-request-bytes`); a stored object also needs room for its status, and the
+/// store's shared transactions for their other writes. Checked with the rest of a
+/// manifest, so that an object etcd would refuse fails before anything is written.
+pub const MAX_OBJECT_BYTES: usize = 1024 * 1024;
+
+/// The most bytes of annotation keys and values one object may have, as in Kubernetes.
+pub const MAX_ANNOTATION_BYTES: usize = 256 * 1024;
+
+/// An error when `object` is larger than [`MAX_OBJECT_BYTES`] as JSON, placed at the
+/// field that holds most of it (`spec.template.env[0].value`), so the user sees what to cut.
+pub fn check_object_size(object: &impl Serialize) -> Option<FieldError> {
+    let total = json_len(object);
+    if total <= MAX_OBJECT_BYTES {
+        return None;
+    }
+    let value = serde_json::to_value(object).ok()?;
+    // Down into the field holding more than half of the bytes, while there is one.
+    let (mut path, mut at, mut size) = (None::<FieldPath>, &value, total);
+    loop {
+        let children: Vec<(FieldPath, &Value)> = match at {
+            Value::Object(fields) => fields
+                .iter()
+                .map(|(name, child)| {
+                    let step = match &path {
+                        Some(path) => path.child(name),
+                        None => FieldPath::new(name),
+                    };
+                    (step, child)
+                })
+                .collect(),
+            Value::Array(items) => items
+                .iter()
+                .enumerate()
+                .filter_map(|(i, child)| Some((path.as_ref()?.index(i), child)))
+                .collect(),
+            _ => Vec::new(),
+        };
+        let largest = children
+            .into_iter()
+            .map(|(step, child)| (json_len(child), step, child))
+            .max_by_key(|(len, ..)| *len);
+        match largest {
+            Some((len, step, child)) if len * 2 > total => {
+                (path, at, size) = (Some(step), child, len);
+            }
+            _ => break,
+        }
+    }
+    let message = format!(
+        "the object is {total} bytes as JSON, more than the {MAX_OBJECT_BYTES} an object may \
+         have (etcd refuses requests over 1.5 MiB); {size} of them are here"
+    );
+    Some(FieldError::new(
+        &path.unwrap_or_else(|| FieldPath::new("metadata")),
+        message,
+    ))
+}
+
+/// How many bytes `value` takes as compact JSON, without building the text.
+fn json_len(value: &impl Serialize) -> usize {
+    struct Counter(usize);
+    impl std::io::Write for Counter {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut counter = Counter(0);
+    // Writing to a counter cannot fail; a value that cannot serialize counts as empty.
+    let _ = serde_json::to_writer(&mut counter, value);
+    counter.0
+}
+
 /// The metadata rules shared by every kind: the name, the namespace, label and annotation
-/// keys, label values.
+/// keys, label values, the annotations' total size.
 ///
 /// Names are DNS-1123 labels, as they become DNS names and container names; Tasks, Nodes
 /// and Events may use dotted subdomains (`web.1.k3x9`, `host.example.com`,
@@ -102,6 +182,20 @@ pub fn validate_meta(meta: &ObjectMeta, kind: Kind) -> Vec<FieldError> {
                 message,
             ));
         }
+    }
+    let annotation_bytes: usize = meta
+        .annotations
+        .iter()
+        .map(|(k, v)| k.len() + v.len())
+        .sum();
+    if annotation_bytes > MAX_ANNOTATION_BYTES {
+        errors.push(FieldError::new(
+            &path.child("annotations"),
+            format!(
+                "too long: {annotation_bytes} bytes of keys and values, at most \
+                 {MAX_ANNOTATION_BYTES} (256 KiB, as in Kubernetes)"
+            ),
+        ));
     }
     errors
 }

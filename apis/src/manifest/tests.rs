@@ -3,6 +3,7 @@
 use super::*;
 use crate::meta::ObjectMeta;
 use crate::node::NodeAvailability;
+use crate::validation;
 
 /// Joins lines with `\n`, so a line's number in a test is its index + 1.
 fn lines(lines: &[&str]) -> String {
@@ -517,4 +518,66 @@ fn every_kind_round_trips_through_yaml_and_json() {
         let back = deserialize_kind(object.kind(), &json).unwrap_or_else(|e| panic!("{e}\n{json}"));
         assert_eq!(back, object, "{json}");
     }
+}
+
+#[test]
+fn an_object_too_large_to_store_is_refused_at_the_field_that_holds_most_of_it() {
+    // Documents 1 and 3 are fine; document 2 would be refused by etcd, so none is applied.
+    let big = "x".repeat(validation::MAX_OBJECT_BYTES);
+    let large = WEB.replace(
+        "{name: GREETING, value: hello}",
+        &format!("{{name: GREETING, value: {big}}}"),
+    );
+    let text = [
+        WEB,
+        large.as_str(),
+        WEB.replace("name: web", "name: web2").as_str(),
+    ]
+    .join("---\n");
+    let errors = decode_err(&text);
+    assert_eq!(errors.len(), 1, "{:?}", shown(&errors));
+    let err = &errors[0];
+    assert_eq!(
+        (err.document, err.path.as_deref()),
+        (2, Some("spec.template.env[0].value"))
+    );
+    assert!(
+        err.message.starts_with("the object is 10")
+            && err
+                .message
+                .contains("more than the 1048576 an object may have"),
+        "{}",
+        err.message
+    );
+    // Just under the limit, with its defaults, it decodes.
+    let fits = WEB.replace(
+        "{name: GREETING, value: hello}",
+        &format!("{{name: GREETING, value: {}}}", "x".repeat(1_000_000)),
+    );
+    assert_eq!(decode_ok(&fits).len(), 1);
+}
+
+#[test]
+fn annotations_are_limited_to_256_kib_in_all_as_in_kubernetes() {
+    let note = "x".repeat(validation::MAX_ANNOTATION_BYTES);
+    let text = WEB.replace(
+        "  labels: {app: web}",
+        &format!("  labels: {{app: web}}\n  annotations: {{note: {note}}}"),
+    );
+    let errors = decode_err(&text);
+    assert_eq!(errors.len(), 1, "{:?}", shown(&errors));
+    assert_eq!(errors[0].path.as_deref(), Some("metadata.annotations"));
+    assert_eq!(errors[0].line, Some(7));
+    assert_eq!(
+        errors[0].message,
+        "too long: 262148 bytes of keys and values, at most 262144 (256 KiB, as in Kubernetes)"
+    );
+    let fits = WEB.replace(
+        "  labels: {app: web}",
+        &format!(
+            "  labels: {{app: web}}\n  annotations: {{note: {}}}",
+            &note[4..]
+        ),
+    );
+    assert_eq!(decode_ok(&fits).len(), 1);
 }
