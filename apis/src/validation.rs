@@ -64,10 +64,11 @@ impl FieldError {
 }
 
 /// The most bytes an object may take as stored JSON. etcd refuses a request over 1.5 MiB
-/// (its `--max-request-bytes`); a stored object also needs room for its status, and the
-/// store's shared transactions for their other writes. Checked with the rest of a
-/// manifest, so that an object etcd would refuse fails before anything is written.
-pub const MAX_OBJECT_BYTES: usize = 1024 * 1024;
+/// (its `--max-request-bytes`), and a Service's template goes into each of its Tasks,
+/// which the store writes twice in one transaction (the Task, and its node's assignment):
+/// half a MiB leaves room for that, and for status. Checked with the rest of a manifest,
+/// so that an object etcd would refuse fails before anything is written.
+pub const MAX_OBJECT_BYTES: usize = 512 * 1024;
 
 /// The most bytes of annotation keys and values one object may have, as in Kubernetes.
 pub const MAX_ANNOTATION_BYTES: usize = 256 * 1024;
