@@ -523,11 +523,14 @@ fn every_kind_round_trips_through_yaml_and_json() {
 #[test]
 fn an_object_too_large_to_store_is_refused_at_the_field_that_holds_most_of_it() {
     // Documents 1 and 3 are fine; document 2 would be refused by etcd, so none is applied.
-    let big = "x".repeat(validation::MAX_OBJECT_BYTES);
-    let large = WEB.replace(
-        "{name: GREETING, value: hello}",
-        &format!("{{name: GREETING, value: {big}}}"),
-    );
+    let greeting = |length: usize| {
+        let value = "x".repeat(length);
+        WEB.replace(
+            "{name: GREETING, value: hello}",
+            &format!("{{name: GREETING, value: {value}}}"),
+        )
+    };
+    let large = greeting(validation::MAX_OBJECT_BYTES);
     let text = [
         WEB,
         large.as_str(),
@@ -550,21 +553,20 @@ fn an_object_too_large_to_store_is_refused_at_the_field_that_holds_most_of_it() 
         err.message
     );
     // Just under the limit, with its defaults, it decodes.
-    let fits = WEB.replace(
-        "{name: GREETING, value: hello}",
-        &format!("{{name: GREETING, value: {}}}", "x".repeat(500_000)),
-    );
-    assert_eq!(decode_ok(&fits).len(), 1);
+    assert_eq!(decode_ok(&greeting(500_000)).len(), 1);
 }
 
 #[test]
 fn annotations_are_limited_to_256_kib_in_all_as_in_kubernetes() {
-    let note = "x".repeat(validation::MAX_ANNOTATION_BYTES);
-    let text = WEB.replace(
-        "  labels: {app: web}",
-        &format!("  labels: {{app: web}}\n  annotations: {{note: {note}}}"),
-    );
-    let errors = decode_err(&text);
+    // `note` is 4 bytes of key: a value of `length` bytes makes `length + 4` in all.
+    let noted = |length: usize| {
+        let note = "x".repeat(length);
+        WEB.replace(
+            "  labels: {app: web}",
+            &format!("  labels: {{app: web}}\n  annotations: {{note: {note}}}"),
+        )
+    };
+    let errors = decode_err(&noted(validation::MAX_ANNOTATION_BYTES));
     assert_eq!(errors.len(), 1, "{:?}", shown(&errors));
     assert_eq!(errors[0].path.as_deref(), Some("metadata.annotations"));
     assert_eq!(errors[0].line, Some(7));
@@ -572,12 +574,8 @@ fn annotations_are_limited_to_256_kib_in_all_as_in_kubernetes() {
         errors[0].message,
         "too long: 262148 bytes of keys and values, at most 262144 (256 KiB, as in Kubernetes)"
     );
-    let fits = WEB.replace(
-        "  labels: {app: web}",
-        &format!(
-            "  labels: {{app: web}}\n  annotations: {{note: {}}}",
-            &note[4..]
-        ),
+    assert_eq!(
+        decode_ok(&noted(validation::MAX_ANNOTATION_BYTES - 4)).len(),
+        1
     );
-    assert_eq!(decode_ok(&fits).len(), 1);
 }
