@@ -182,6 +182,38 @@ async fn commits_are_applied_within_the_interval_and_update_only_what_changed() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_of_more_objects_than_go_at_once_applies_each_of_them_once() {
+    // More Services than are applied at once, with a Network before and after them.
+    let h = Harness::start().await;
+    let repo = GitRepo::new();
+    repo.write("a-net.yaml", &network("front", ""));
+    for i in 0..40 {
+        repo.write(
+            &format!("b-apps/svc-{i:02}.yaml"),
+            &service(&format!("svc-{i:02}"), "web:1"),
+        );
+    }
+    repo.write("c-net.yaml", &network("back", ""));
+    let commit = repo.commit("many");
+    h.create_sync("apps", &repo, |_| {}).await;
+    h.wait_applied("apps", &commit, 10).await;
+
+    let services = h.store.list::<Service>(Some(NS)).await.unwrap().items;
+    assert_eq!(services.len(), 40);
+    for service in &services {
+        assert_eq!(service.metadata.labels[LABEL_NAME], "apps");
+        // Written once: created, never updated again by the same sync.
+        assert_eq!(service.metadata.generation, 1, "{}", service.metadata.name);
+    }
+    let mut networks = h.networks().await;
+    networks.sort();
+    assert_eq!(networks, ["back", "front"]);
+    let status = h.status("apps").await;
+    assert_eq!(status.inventory.len(), 42, "{:?}", status.inventory);
+    assert!(status.errors.is_empty(), "{:?}", status.errors);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_removed_file_is_pruned_and_objects_outside_the_inventory_are_not() {
     let h = Harness::start().await;
     let repo = GitRepo::new();
