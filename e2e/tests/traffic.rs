@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use dctl_apis::Task;
 use dctl_e2e::cluster::{docker0_address, proxy_table, Cluster};
-use dctl_e2e::load::{free_port, get_once, get_once_at, post, Load};
+use dctl_e2e::load::{free_port, get_once, get_once_at, loopback, post, Load};
 use dctl_e2e::swarm::{docker_cli, stderr};
 use dctl_e2e::traffic::{
     endpoints, scale, scale_under_load, scale_under_load_at, service, wait_ready, CONVERGE,
@@ -84,12 +84,7 @@ async fn a_task_that_is_not_ready_gets_no_traffic_and_is_not_restarted() {
             },
         )
         .await;
-    let started = Instant::now();
-    let refused = get_once(idle_port).await;
-    let took = started.elapsed();
-    assert!(refused.is_err(), "{refused:?}");
-    assert!(took < Duration::from_secs(1), "refusal took {took:?}");
-    eprintln!("no ready endpoint: {refused:?} after {took:?}");
+    refused_at_once(loopback(idle_port)).await;
 
     let load = Load::start(port);
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -483,16 +478,23 @@ async fn off_loopback_the_kernel_path_gates_traffic_and_its_rules_go_with_the_pr
             (!rules.contains(&format!("tcp dport {port} "))).then_some(())
         })
         .await;
-    let started = Instant::now();
-    let refused = get_once_at(address).await;
-    let took = started.elapsed();
-    assert!(refused.is_err(), "{refused:?}");
-    assert!(took < Duration::from_secs(1), "refusal took {took:?}");
+    refused_at_once(address).await;
 
     // A clean stop takes the table with it.
     let agent = cluster.agents.get_mut(&node).unwrap();
     assert_eq!(agent.interrupt().await, Some(0));
     assert_eq!(nft_table(pid), None, "the table outlived its proxy");
+}
+
+/// Asserts that a request to `address`, a port with no Ready endpoint, is refused in
+/// under a second rather than left hanging.
+async fn refused_at_once(address: SocketAddr) {
+    let started = Instant::now();
+    let refused = get_once_at(address).await;
+    let took = started.elapsed();
+    assert!(refused.is_err(), "{refused:?}");
+    assert!(took < Duration::from_secs(1), "refusal took {took:?}");
+    eprintln!("no ready endpoint: {refused:?} after {took:?}");
 }
 
 /// The Docker network a task's container is attached to.
