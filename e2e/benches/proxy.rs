@@ -7,20 +7,20 @@
 //!    latency a request pays alone) and one bulk TCP stream, each two ways through dctl's
 //!    proxy and two ways through Docker's port publishing, beside a direct connection to
 //!    the container's address; the sides interleaved, `ROUNDS` rounds each:
-//!    - on loopback: dctl's user-space proxy beside Docker's `docker-proxy` (a container
-//!      published with `-p 127.0.0.1:PORT:8080`; Docker also serves loopback in user
-//!      space);
-//!    - on a host address (docker0's): dctl's kernel path (nftables DNAT) beside Docker's
-//!      own DNAT of a container published on that address, which is how both serve
-//!      clients from other hosts.
+//!    - on loopback: dctl's kernel path (nftables DNAT on output, masqueraded) beside
+//!      Docker's `docker-proxy` (a container published with `-p 127.0.0.1:PORT:8080`;
+//!      Docker serves loopback in user space by default);
+//!    - on a host address (docker0's): dctl's kernel path beside Docker's own DNAT of a
+//!      container published on that address, which is how both serve clients from other
+//!      hosts.
 //!
 //!    The measured tasks are pinned to `n1`, the node whose proxy is measured (bound to
-//!    0.0.0.0), so the proxy sends to the container's own address, as Docker does. The
-//!    DNAT sides have containers of their own (see [`throughput`]).
+//!    0.0.0.0), so the proxy sends to the container's own address, as Docker does. Every
+//!    side has a container of its own (see [`throughput`]).
 //! 3. How long after a readiness change inside a container the proxy acts on it (readiness
 //!    probe every second, failure threshold 1): the last answer from the task after it
-//!    turned unready, and the first after it turned ready again; on loopback (user space)
-//!    and on the host address (nftables).
+//!    turned unready, and the first after it turned ready again; on loopback and on the
+//!    host address.
 //!
 //! Run with `bash hack/bench/proxy.sh`. The client, the proxies and the servers share the
 //! machine's cores, so every side pays for the client alike.
@@ -30,7 +30,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use dctl_apis::Task;
-use dctl_e2e::cluster::{docker0_address, Cluster};
+use dctl_e2e::cluster::{docker0_address, proxy_table, Cluster};
 use dctl_e2e::load::{free_port, get_once_at, loopback, post};
 use dctl_e2e::stats::{median, ms, percentile};
 use dctl_e2e::swarm::{docker_cli, stderr};
@@ -57,7 +57,7 @@ async fn main() {
     println!("the routing-mesh proxy beside docker-proxy and a direct connection, one run\n");
     throughput(&cluster).await;
     let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
-    readiness_reaction(&cluster, "flip", "loopback (user space)", loopback).await;
+    readiness_reaction(&cluster, "flip", "loopback (nftables)", loopback).await;
     let host = docker0_address();
     readiness_reaction(&cluster, "flip-host", "host address (nftables)", host).await;
     scaling(&cluster).await;
@@ -65,22 +65,23 @@ async fn main() {
 
 /// Part 2: short requests and a bulk stream, five ways.
 ///
-/// The sides reached through a host address (DNAT) have backends of their own. Linux gives
-/// each pair of addresses its own TCP timestamp clock, and a client on this host reaching
-/// one container both through DNAT (its clock for the host address) and directly or
-/// through a proxy (its clock for the container's address) sends it SYNs whose timestamps
-/// are older than those of the connections its TIME_WAIT sockets remember: PAWS drops them
-/// and the client retransmits a second later. Sharing a container, every DNAT side showed
-/// ~1 s stalls on 1 % of its connections that neither path has alone (docs/proxy.md).
+/// Every side has a backend of its own. Linux gives each pair of addresses its own TCP
+/// timestamp clock, and a client on this host reaching one container both through DNAT
+/// (its clock for the loopback or host address) and directly (its clock for the
+/// container's address) sends it SYNs whose timestamps are older than those of the
+/// connections its TIME_WAIT sockets remember: PAWS drops them and the client retransmits
+/// a second later. Sharing a container, every DNAT side showed ~1 s stalls on 1 % of its
+/// connections that neither path has alone (docs/proxy.md).
 async fn throughput(cluster: &Cluster) {
     let (port, host_port) = (free_port(), free_port());
-    let direct = pinned_task(cluster, "bulk", port).await;
+    let direct = pinned_task(cluster, "bulk", free_port()).await;
+    pinned_task(cluster, "bulk-lo", port).await;
     pinned_task(cluster, "bulk-host", host_port).await;
     let (peer_port, peer_host_port, host) = (free_port(), free_port(), docker0_address());
     start_peer(cluster, "peer", IpAddr::V4(Ipv4Addr::LOCALHOST), peer_port).await;
     start_peer(cluster, "peer-host", host, peer_host_port).await;
     let sides = [
-        ("dctl user space", loopback(port)),
+        ("dctl loopback", loopback(port)),
         ("docker-proxy", loopback(peer_port)),
         ("dctl nftables", SocketAddr::new(host, host_port)),
         ("Docker DNAT", SocketAddr::new(host, peer_host_port)),
@@ -99,6 +100,15 @@ async fn throughput(cluster: &Cluster) {
             "yes (a docker-proxy process listens on the peer's port)"
         } else {
             "NO (no docker-proxy process for the peer's port: the comparison is void)"
+        }
+    );
+
+    println!(
+        "dctl's loopback clients in the kernel: {}",
+        if loopback_rule(cluster, port) {
+            "yes (the proxy's table has an output rule for 127.0.0.0/8 on the port)"
+        } else {
+            "NO (no loopback rule for the port: its clients go through user space)"
         }
     );
 
@@ -156,7 +166,7 @@ async fn throughput(cluster: &Cluster) {
     println!("\ntargets: throughput >= Docker's and >= 0.8x direct; added p99 <= 1 ms");
     for (path, dctl, peer, peer_name) in [
         (
-            "loopback (user space)",
+            "loopback (nftables)",
             &summary[0],
             &summary[1],
             "docker-proxy",
@@ -317,6 +327,20 @@ async fn start_peer(cluster: &Cluster, name: &str, address: IpAddr, port: u16) {
     ])
     .await;
     assert!(output.status.success(), "docker run: {}", stderr(&output));
+}
+
+/// Whether `n1`'s proxy catches loopback clients of `port` in its nftables table.
+fn loopback_rule(cluster: &Cluster, port: u16) -> bool {
+    let pid = cluster.agents[&cluster.node("n1")].pid();
+    let Some(table) = pid.and_then(proxy_table) else {
+        return false;
+    };
+    let output = std::process::Command::new("nft")
+        .args(["list", "table", "ip", &table])
+        .output()
+        .expect("nft runs");
+    String::from_utf8_lossy(&output.stdout)
+        .contains(&format!("ip daddr 127.0.0.0/8 tcp dport {port} "))
 }
 
 /// Whether a `docker-proxy` process serves host port `port`.

@@ -132,11 +132,15 @@ impl Cluster {
         Cluster::start_with_proxy_on_n1_at(test_name, "127.0.0.1".parse().unwrap()).await
     }
 
-    /// Like [`Cluster::start_with_proxy_on_n1`], the proxy bound to `bind`: a
-    /// non-loopback address puts its TCP ports on the kernel path (nftables).
+    /// Like [`Cluster::start_with_proxy_on_n1`], the proxy bound to `bind`.
     pub async fn start_with_proxy_on_n1_at(test_name: &str, bind: IpAddr) -> Cluster {
+        Cluster::start_with_proxy_on_n1_args(test_name, &["--proxy-bind", &bind.to_string()]).await
+    }
+
+    /// Like [`Cluster::start_with_proxy_on_n1`], `n1`'s agent started with `proxy_args`.
+    pub async fn start_with_proxy_on_n1_args(test_name: &str, proxy_args: &[&str]) -> Cluster {
         let mut cluster = Cluster::start(test_name).await;
-        cluster.start_agent_with("n1", &["--proxy-bind", &bind.to_string()]);
+        cluster.start_agent_with("n1", proxy_args);
         cluster.start_agent_with("n2", &["--no-proxy"]);
         cluster
     }

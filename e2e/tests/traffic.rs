@@ -2,8 +2,9 @@
 //! request, and without the gate (the experiment switch) requests fail.
 //!
 //! One agent runs the proxy, bound to 127.0.0.1 on a free port (docker0's address for the
-//! kernel path); the other runs none (`--no-proxy`), so its tasks are reached across
-//! nodes through their host ports. The
+//! kernel path off loopback); the other runs none (`--no-proxy`), so its tasks are reached
+//! across nodes through their host ports. Both nodes are this host, so loopback clients
+//! take the kernel path too, unless the agent is told `--proxy-loopback-userspace`. The
 //! client load is a few concurrent loops of short HTTP/1.0 GETs on loopback, bounded in
 //! time and count; `GET /` of the test server names the task that answered.
 
@@ -13,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use dctl_apis::Task;
 use dctl_e2e::cluster::{docker0_address, proxy_table, Cluster};
-use dctl_e2e::load::{free_port, get_once, get_once_at, loopback, post, Load};
+use dctl_e2e::load::{free_port, get_once, get_once_at, loopback, post, Load, Tally};
 use dctl_e2e::swarm::{docker_cli, stderr};
 use dctl_e2e::traffic::{
     endpoints, scale, scale_under_load, scale_under_load_at, service, wait_ready, CONVERGE,
@@ -24,20 +25,50 @@ async fn scaling_under_load_drops_no_request() {
     let cluster = Cluster::start_with_proxy_on_n1("traffic-gated").await;
     let port = free_port();
     let tally = scale_under_load(&cluster, port, "").await;
-    let (ok, failed) = (
-        tally.ok.load(Ordering::SeqCst),
-        tally.failed.load(Ordering::SeqCst),
-    );
+    assert_no_request_lost(&cluster, &tally);
+    // Through the kernel path: the rule written for the last scale took connections.
+    let pid = proxy_pid(&cluster);
+    let rules = nft_table(pid).expect("the proxy's nftables table");
+    let rule = format!("ip daddr 127.0.0.1 tcp dport {port} ");
+    assert!(dnat_connections(&rules, &rule) > 0, "{rules}");
+}
+
+/// The same experiment with loopback clients served in user space, as `docker-proxy`
+/// serves them: the agent writes no nftables rules at all.
+#[tokio::test]
+async fn scaling_under_load_drops_no_request_with_loopback_in_user_space() {
+    let cluster = Cluster::start_with_proxy_on_n1_args(
+        "traffic-gated-user-space",
+        &["--proxy-bind", "127.0.0.1", "--proxy-loopback-userspace"],
+    )
+    .await;
+    let tally = scale_under_load(&cluster, free_port(), "").await;
+    assert_no_request_lost(&cluster, &tally);
     assert_eq!(
-        failed,
+        proxy_table(proxy_pid(&cluster)),
+        None,
+        "rules written for a user-space proxy"
+    );
+}
+
+/// The experiment's verdict: no request failed, enough were answered, and round robin
+/// reached all three replicas, on both nodes.
+fn assert_no_request_lost(cluster: &Cluster, tally: &Tally) {
+    assert_eq!(
+        tally.failed(),
         0,
         "failed requests: {:?}\n{}",
         tally.errors(),
         cluster.logs()
     );
-    assert!(ok > 200, "only {ok} requests answered");
-    // Round robin reached all three replicas, on both nodes.
+    assert!(tally.ok() > 200, "only {} requests answered", tally.ok());
     assert_eq!(tally.by_task().len(), 3, "{:?}", tally.by_task());
+}
+
+/// The process of `n1`'s agent, which runs the proxy.
+fn proxy_pid(cluster: &Cluster) -> u32 {
+    let agent = &cluster.agents[&cluster.node("n1")];
+    agent.pid().expect("n1's agent runs")
 }
 
 #[tokio::test]
@@ -415,32 +446,14 @@ async fn off_loopback_the_kernel_path_gates_traffic_and_its_rules_go_with_the_pr
     let port = free_port();
     let address = SocketAddr::new(host, port);
     let tally = scale_under_load_at(&cluster, address, "").await;
-    assert_eq!(
-        tally.failed(),
-        0,
-        "failed requests: {:?}\n{}",
-        tally.errors(),
-        cluster.logs()
-    );
-    assert!(tally.ok() > 200, "only {} requests answered", tally.ok());
-    assert_eq!(tally.by_task().len(), 3, "{:?}", tally.by_task());
+    assert_no_request_lost(&cluster, &tally);
 
     // The connections were DNAT'd by the proxy's own table, one rule for the port.
     let node = cluster.node("n1");
-    let pid = cluster.agents[&node].pid().expect("n1's agent runs");
+    let pid = proxy_pid(&cluster);
     let rules = nft_table(pid).expect("the proxy's nftables table");
-    let rule = rules
-        .lines()
-        .find(|line| line.contains(&format!("tcp dport {port} ")) && line.contains("dnat ip to"))
-        .unwrap_or_else(|| panic!("no rule for port {port}:\n{rules}"));
-    // `counter packets N bytes M`: a NAT rule sees each connection's first packet only.
-    let connections: u64 = rule
-        .split_whitespace()
-        .skip_while(|word| *word != "packets")
-        .nth(1)
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no counter in {rule}"));
-    assert!(connections > 0, "no connection took the rule: {rule}");
+    let connections = dnat_connections(&rules, &format!("ip daddr {host} tcp dport {port} "));
+    assert!(connections > 0, "no connection took the rule:\n{rules}");
 
     // A container on the tasks' own network reaches the published port at the host's
     // address too, whichever task it lands on (one of them on its own bridge: hairpin).
@@ -449,19 +462,7 @@ async fn off_loopback_the_kernel_path_gates_traffic_and_its_rules_go_with_the_pr
     let network = task_network(&cluster, &ready.spec.endpoints[0].task).await;
     let url = format!("http://{address}/");
     for _ in 0..4 {
-        let label = cluster.container_label();
-        let run = [
-            "run",
-            "--rm",
-            "--label",
-            &label,
-            "--network",
-            &network,
-            "dctl-test/server:1",
-            "--check",
-            &url,
-        ];
-        let output = docker_cli(&run).await;
+        let output = run_on(&cluster, &network, &["dctl-test/server:1", "--check", &url]).await;
         assert!(
             output.status.success(),
             "from a container on {network}: {} {}",
@@ -484,6 +485,164 @@ async fn off_loopback_the_kernel_path_gates_traffic_and_its_rules_go_with_the_pr
     let agent = cluster.agents.get_mut(&node).unwrap();
     assert_eq!(agent.interrupt().await, Some(0));
     assert_eq!(nft_table(pid), None, "the table outlived its proxy");
+}
+
+/// Loopback clients take the kernel path when every endpoint is on this host: their
+/// connections are DNAT'd on output and masqueraded out of the task's bridge, which needs
+/// `route_localnet` there. That setting would let the containers on the bridge reach the
+/// host's loopback services (CVE-2020-8558); the guard table drops what they send there.
+#[tokio::test]
+async fn on_loopback_the_kernel_path_serves_clients_and_keeps_containers_off_the_hosts_loopback() {
+    let cluster = Cluster::start_with_proxy_on_n1("traffic-loopback").await;
+    let port = free_port();
+    cluster
+        .apply("web.yaml", &service("web", 2, port, "", ""))
+        .await;
+    let ready = wait_ready(&cluster, "web", 2).await;
+    let mut answered = std::collections::BTreeSet::new();
+    for _ in 0..8 {
+        let answer = get_once(port).await;
+        answered.insert(
+            answer
+                .unwrap_or_else(|e| panic!("{e}\n{}", cluster.logs()))
+                .task,
+        );
+    }
+    assert_eq!(
+        answered.len(),
+        2,
+        "round robin over both tasks: {answered:?}"
+    );
+
+    let node = cluster.node("n1");
+    let rules = nft_table(proxy_pid(&cluster)).expect("the proxy's nftables table");
+    let connections = dnat_connections(&rules, &format!("ip daddr 127.0.0.1 tcp dport {port} "));
+    assert!(
+        connections >= 8,
+        "{connections} connections took the rule:\n{rules}"
+    );
+
+    // The bridge of n1's task routes loopback sources now.
+    let local = ready
+        .spec
+        .endpoints
+        .iter()
+        .find(|endpoint| endpoint.node == node)
+        .expect("a task on n1");
+    let network = task_network(&cluster, &local.task).await;
+    let bridge = bridge_of(&network).await;
+    let setting = format!("/proc/sys/net/ipv4/conf/{bridge}/route_localnet");
+    assert_eq!(
+        std::fs::read_to_string(&setting).unwrap(),
+        "1\n",
+        "{setting}"
+    );
+
+    // A container on that bridge sends a datagram to the host's 127.0.0.1 (routed through
+    // its gateway, as an attacker would) and one to the gateway's own address. A host
+    // socket on every address gets the second only, and the guard counts the first.
+    let dropped_before = guard_drops();
+    let host = tokio::net::UdpSocket::bind("0.0.0.0:0").await.unwrap();
+    let host_port = host.local_addr().unwrap().port();
+    let script = format!(
+        "gateway=$(ip route | awk '/default/ {{print $3}}') && \
+         ip route del 127.0.0.0/8 dev lo table local && \
+         ip route del 127.0.0.1 dev lo table local && \
+         ip route add 127.0.0.1/32 via $gateway dev eth0 && \
+         (tftp -g -r to-loopback -l /tmp/a 127.0.0.1 {host_port} & \
+          tftp -g -r to-gateway -l /tmp/b $gateway {host_port} & sleep 2)"
+    );
+    let run = [
+        "--cap-add",
+        "NET_ADMIN",
+        "dctl-test/busybox:1",
+        "sh",
+        "-c",
+        &script,
+    ];
+    let output = run_on(&cluster, &network, &run).await;
+    assert!(
+        output.status.success(),
+        "the container's script: {}",
+        stderr(&output)
+    );
+    let mut received = std::collections::BTreeSet::new();
+    let mut datagram = [0u8; 512];
+    while let Ok(Ok((n, _))) =
+        tokio::time::timeout(Duration::from_millis(500), host.recv_from(&mut datagram)).await
+    {
+        // A TFTP read request: opcode 1, then the file name.
+        let name = datagram[2..n]
+            .split(|byte| *byte == 0)
+            .next()
+            .unwrap_or_default();
+        received.insert(String::from_utf8_lossy(name).into_owned());
+    }
+    assert!(
+        received.contains("to-gateway"),
+        "the control datagram was lost: {received:?}"
+    );
+    assert!(
+        !received.contains("to-loopback"),
+        "a container reached the host's loopback"
+    );
+    assert!(guard_drops() > dropped_before, "the guard dropped nothing");
+}
+
+/// `docker run --rm` of `args` (options, image, command) on Docker network `network`,
+/// labelled as this run's.
+async fn run_on(cluster: &Cluster, network: &str, args: &[&str]) -> std::process::Output {
+    let label = cluster.container_label();
+    let mut run = vec!["run", "--rm", "--label", &label, "--network", network];
+    run.extend_from_slice(args);
+    docker_cli(&run).await
+}
+
+/// The bridge interface of Docker network `network`: its name option (`docker0` for the
+/// default one), else Docker's `br-<id>`.
+async fn bridge_of(network: &str) -> String {
+    let format = "{{index .Options \"com.docker.network.bridge.name\"}} {{.Id}}";
+    let output = docker_cli(&["network", "inspect", "-f", format, network]).await;
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    match text.split_whitespace().collect::<Vec<_>>()[..] {
+        [id] => format!("br-{}", &id[..12]),
+        [name, _] => name.to_string(),
+        _ => panic!("network {network}: {text:?} {}", stderr(&output)),
+    }
+}
+
+/// The connections a proxy's DNAT rule that starts with `rule` has taken since it was
+/// written, from `nft list table` output.
+fn dnat_connections(rules: &str, rule: &str) -> u64 {
+    let line = rules
+        .lines()
+        .find(|line| line.trim_start().starts_with(rule) && line.contains("dnat ip to"))
+        .unwrap_or_else(|| panic!("no rule {rule:?} in:\n{rules}"));
+    counted_packets(line)
+}
+
+/// `counter packets N bytes M` in a rule: a NAT rule sees each connection's first packet
+/// only.
+fn counted_packets(rule: &str) -> u64 {
+    rule.split_whitespace()
+        .skip_while(|word| *word != "packets")
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no counter in {rule}"))
+}
+
+/// The packets the localnet guard has dropped since it was written.
+fn guard_drops() -> u64 {
+    let output = std::process::Command::new("nft")
+        .args(["list", "table", "ip", "dctl_localnet_guard"])
+        .output()
+        .expect("nft runs");
+    let rules = String::from_utf8_lossy(&output.stdout);
+    let rule = rules
+        .lines()
+        .find(|line| line.contains("drop"))
+        .unwrap_or_else(|| panic!("no guard rule: {rules}{}", stderr(&output)));
+    counted_packets(rule)
 }
 
 /// Asserts that a request to `address`, a port with no Ready endpoint, is refused in

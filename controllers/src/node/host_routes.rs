@@ -1,4 +1,5 @@
-//! Reads the host's routes and addresses from `/proc/net`, for network overlap checks.
+//! Reads the host's routes and addresses from `/proc/net`, for network overlap checks and
+//! for the proxy's loopback clients (which bridge a container is reached through).
 //!
 //! The parsers are pure functions over the files' text; the readers around them only do
 //! the I/O. A file that cannot be read (not Linux, a locked-down container) yields an
@@ -122,6 +123,16 @@ pub fn parse_ipv6_routes(text: &str) -> Vec<HostRoute> {
         .collect()
 }
 
+/// The interface the most specific of `routes` sends `address` through; `None` when none
+/// covers it (the default route is not among them).
+pub fn interface_of(routes: &[HostRoute], address: IpAddr) -> Option<&str> {
+    routes
+        .iter()
+        .filter(|route| route.destination.contains(address))
+        .max_by_key(|route| route.destination.prefix)
+        .map(|route| route.interface.as_str())
+}
+
 /// Whether a network placed over `destination` would take traffic away from it.
 fn is_shadowable(destination: Cidr, flags: u32) -> bool {
     flags & RTF_UP != 0
@@ -220,6 +231,21 @@ ff000000000000000000000000000000 08 00000000000000000000000000000000 00 00000000
         );
         assert_eq!(parse_ipv4_routes(""), []);
         assert_eq!(parse_ipv4_routes(ROUTE.lines().next().unwrap()), []);
+    }
+
+    #[test]
+    fn the_most_specific_route_names_the_interface() {
+        let mut routes = parse_ipv4_routes(ROUTE);
+        routes.push(HostRoute {
+            destination: Cidr::parse("172.17.3.0/24").unwrap(),
+            interface: "br-narrow".into(),
+        });
+        let via = |address: &str| interface_of(&routes, address.parse().unwrap());
+        assert_eq!(via("172.17.0.2"), Some("docker0"));
+        assert_eq!(via("172.17.3.9"), Some("br-narrow"));
+        assert_eq!(via("192.168.5.5"), Some("vpn0"));
+        // Only the default route would take it, and that is not among them.
+        assert_eq!(via("203.0.113.7"), None);
     }
 
     #[test]

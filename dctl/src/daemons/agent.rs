@@ -31,10 +31,15 @@ pub struct AgentArgs {
     /// The address the proxy (routing mesh) listens on for every published port.
     #[arg(long = "proxy-bind", default_value_t = IpAddr::V4(Ipv4Addr::UNSPECIFIED))]
     pub proxy_bind: IpAddr,
-    /// How published TCP ports are served to clients not on loopback: `nftables` (DNAT
-    /// rules in the kernel, when `nft` can be used here) or `userspace`.
+    /// How published TCP ports are served: `nftables` (DNAT rules in the kernel, when
+    /// `nft` can be used here) or `userspace`.
     #[arg(long = "proxy-mode", default_value = "nftables")]
     pub proxy_mode: proxy::ProxyMode,
+    /// Serve loopback clients in user space even in nftables mode, as Docker's
+    /// docker-proxy does: the kernel path for them needs route_localnet on the bridges
+    /// (set behind a guard rule; see docs/proxy.md).
+    #[arg(long = "proxy-loopback-userspace")]
+    pub proxy_loopback_userspace: bool,
     /// Run no proxy on this node: its published ports are served by the other nodes only
     /// (several agents on one host would otherwise fight over the same ports).
     #[arg(long = "no-proxy")]
@@ -90,7 +95,8 @@ pub async fn run_with_store(store: Store, args: AgentArgs, shutdown: Shutdown) -
             store.clone(),
             proxy::ProxyConfig::new(&node_name)
                 .bind(args.proxy_bind)
-                .mode(args.proxy_mode),
+                .mode(args.proxy_mode)
+                .loopback_in_user_space(args.proxy_loopback_userspace),
             shutdown.signalled(),
         ))
     });

@@ -10,13 +10,15 @@
 //! keep their endpoint until they close, as with the user-space listener. Each rule
 //! counts the connections it took since it was last written (`nft list table`).
 //!
-//! Connections to a loopback address stay in user space, as with Docker's `docker-proxy`:
-//! DNAT of a loopback source to a container needs `route_localnet` on the bridge, which
-//! also lets the containers on it reach the host's loopback services (CVE-2020-8558;
-//! kube-proxy's nftables mode refuses localhost node ports for that reason). So do UDP
-//! (a conntrack entry would keep a datagram flow on an endpoint after it stops being
-//! Ready), IPv6 endpoints, and every port with no Ready endpoint: the user-space listener
-//! still owns the port and resets such connections at once.
+//! Connections from loopback clients take it too (the output hook), each masqueraded to
+//! its bridge's address, when every endpoint of the port is on this host: that needs
+//! `route_localnet` on the bridges, set behind a guard ([`super::localnet`]). Loopback
+//! clients of a port with an endpoint on another host stay in user space, as they do with
+//! Docker's `docker-proxy`, and so do all of them when the agent is told
+//! `--proxy-loopback-userspace`. UDP stays in user space (a conntrack entry would keep a
+//! datagram flow on an endpoint after it stops being Ready), as do IPv6 endpoints and
+//! every port with no Ready endpoint: the user-space listener still owns the port and
+//! resets such connections at once.
 //!
 //! Each proxy owns one table, `ip dctl_proxy_<pid>_<start time>`; it deletes it on a clean
 //! stop, and the other proxies on the host delete the tables of processes that are gone
@@ -31,6 +33,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
 use super::balancer::Backend;
+use super::localnet::{guard_ruleset, Localnet};
 
 /// The tables of every proxy are named this, then the owner's process id and start time.
 const TABLE_PREFIX: &str = "dctl_proxy_";
@@ -82,31 +85,42 @@ impl KernelPort {
     }
 }
 
-/// Which destination addresses the rules catch.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Destination {
-    /// The proxy listens on every address: every local address but loopback.
-    AnyLocal,
-    /// The proxy listens on one non-loopback IPv4 address.
-    Address(std::net::Ipv4Addr),
+/// Which connections the rules catch, by destination address: the matcher of each kind
+/// of client, `None` for those the kernel path leaves alone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Catch {
+    /// Clients of the host's other addresses, on this host or another.
+    others: Option<String>,
+    /// Clients on this host's loopback.
+    loopback: Option<String>,
 }
 
-impl Destination {
-    fn of(bind: IpAddr) -> Option<Destination> {
-        match bind {
-            IpAddr::V4(v4) if v4.is_unspecified() => Some(Destination::AnyLocal),
-            IpAddr::V6(v6) if v6.is_unspecified() => Some(Destination::AnyLocal),
-            IpAddr::V4(v4) if !v4.is_loopback() => Some(Destination::Address(v4)),
-            // Loopback only: nothing is left for the kernel path. An IPv6 address: the
-            // rules are IPv4 only.
-            _ => None,
-        }
+impl Catch {
+    /// What a proxy listening on `bind` catches; `None` when nothing.
+    fn of(bind: IpAddr, loopback_in_kernel: bool) -> Option<Catch> {
+        let loopback = |matcher: String| loopback_in_kernel.then_some(matcher);
+        let catch = match bind {
+            IpAddr::V4(v4) if v4.is_unspecified() => Catch::any(loopback_in_kernel),
+            IpAddr::V6(v6) if v6.is_unspecified() => Catch::any(loopback_in_kernel),
+            IpAddr::V4(v4) if v4.is_loopback() => Catch {
+                others: None,
+                loopback: loopback(format!("ip daddr {v4}")),
+            },
+            IpAddr::V4(v4) => Catch {
+                others: Some(format!("ip daddr {v4}")),
+                loopback: None,
+            },
+            // The rules are IPv4 only.
+            IpAddr::V6(_) => return None,
+        };
+        (catch.others.is_some() || catch.loopback.is_some()).then_some(catch)
     }
 
-    fn matcher(self) -> String {
-        match self {
-            Destination::AnyLocal => "ip daddr != 127.0.0.0/8 fib daddr type local".into(),
-            Destination::Address(address) => format!("ip daddr {address}"),
+    /// Every local address.
+    fn any(loopback_in_kernel: bool) -> Catch {
+        Catch {
+            others: Some("ip daddr != 127.0.0.0/8 fib daddr type local".into()),
+            loopback: loopback_in_kernel.then(|| "ip daddr 127.0.0.0/8".into()),
         }
     }
 }
@@ -114,19 +128,20 @@ impl Destination {
 /// This proxy's nftables table, and what it holds.
 pub struct KernelPath {
     table: String,
-    destination: Destination,
-    /// The ports last written, `None` until a write succeeded (or after one failed, so
-    /// the next sync writes again).
-    applied: Option<Vec<KernelPort>>,
+    catch: Catch,
+    localnet: Localnet,
+    /// The ports last written, and those of them open to loopback clients; `None` until a
+    /// write succeeded (or after one failed, so the next sync writes again).
+    applied: Option<(Vec<KernelPort>, BTreeSet<u16>)>,
 }
 
 impl KernelPath {
     /// The kernel path for a proxy listening on `bind`, after deleting the tables of
-    /// proxies that are gone. `None` when there is nothing for it to do (a loopback or an
-    /// IPv6 address), or, logged, when nftables cannot be used here (no `nft`, no
-    /// privilege).
-    pub async fn start(bind: IpAddr) -> Option<KernelPath> {
-        let destination = Destination::of(bind)?;
+    /// proxies that are gone. `None` when there is nothing for it to do (an IPv6 address,
+    /// or loopback with `loopback_in_kernel` off), or, logged, when nftables cannot be
+    /// used here (no `nft`, no privilege).
+    pub async fn start(bind: IpAddr, loopback_in_kernel: bool) -> Option<KernelPath> {
+        let catch = Catch::of(bind, loopback_in_kernel)?;
         let Some(table) = table_of(std::process::id()) else {
             tracing::warn!("no /proc to name this proxy's nftables table by; published ports are served in user space only");
             return None;
@@ -134,14 +149,17 @@ impl KernelPath {
         remove_tables_of_dead_proxies().await;
         let mut path = KernelPath {
             table,
-            destination,
+            catch,
+            localnet: Localnet::default(),
             applied: None,
         };
         match path.apply(&[]).await {
             Ok(()) => {
                 tracing::info!(
                     table = path.table,
-                    "published TCP ports go through nftables for non-loopback clients"
+                    others = path.catch.others.is_some(),
+                    loopback = path.catch.loopback.is_some(),
+                    "published TCP ports go through nftables"
                 );
                 Some(path)
             }
@@ -159,13 +177,18 @@ impl KernelPath {
     /// When `nft` fails; the old rules may then still be in place, and the next call
     /// writes again.
     pub async fn apply(&mut self, ports: &[KernelPort]) -> std::io::Result<()> {
-        if self.applied.as_deref() == Some(ports) {
+        let loopback_ports = match self.catch.loopback {
+            Some(_) => self.localnet.ports_in_kernel(ports).await,
+            None => BTreeSet::new(),
+        };
+        let wanted = (ports.to_vec(), loopback_ports);
+        if self.applied.as_ref() == Some(&wanted) {
             return Ok(());
         }
         self.applied = None;
-        nft(&self.ruleset(ports)).await?;
-        tracing::debug!(table = self.table, ?ports, "nftables rules replaced");
-        self.applied = Some(ports.to_vec());
+        nft(&self.ruleset(&wanted.0, &wanted.1)).await?;
+        tracing::debug!(table = self.table, ?ports, loopback = ?wanted.1, "nftables rules replaced");
+        self.applied = Some(wanted);
         Ok(())
     }
 
@@ -184,11 +207,13 @@ impl KernelPath {
     }
 
     /// The whole table, created empty first so that deleting it cannot fail, then
-    /// deleted and written again: `nft -f` applies all of it as one transaction.
-    fn ruleset(&self, ports: &[KernelPort]) -> String {
+    /// deleted and written again: `nft -f` applies all of it as one transaction. Loopback
+    /// clients are caught for `loopback_ports` only, and the guard they rely on is written
+    /// again with them (in case someone flushed it).
+    fn ruleset(&self, ports: &[KernelPort], loopback_ports: &BTreeSet<u16>) -> String {
         let table = &self.table;
-        let matcher = self.destination.matcher();
-        let mut rules = String::new();
+        let mut published = String::new();
+        let mut loopback = String::new();
         let mut masqueraded = BTreeSet::new();
         for KernelPort { port, endpoints } in ports {
             let mut turns = Vec::new();
@@ -199,25 +224,45 @@ impl KernelPath {
                     masqueraded.insert(format!("{ip} . {port}"));
                 }
             }
-            rules.push_str(&format!(
-                "    {matcher} tcp dport {port} counter meta mark set meta mark | {MASQUERADE_MARK:#x} \
+            let dnat = format!(
+                "tcp dport {port} counter meta mark set meta mark | {MASQUERADE_MARK:#x} \
                  dnat ip to numgen inc mod {} map {{ {} }}\n",
                 endpoints.len(),
                 turns.join(", ")
-            ));
+            );
+            if let Some(matcher) = &self.catch.others {
+                published.push_str(&format!("    {matcher} {dnat}"));
+            }
+            if let Some(matcher) = self
+                .catch
+                .loopback
+                .as_ref()
+                .filter(|_| loopback_ports.contains(port))
+            {
+                loopback.push_str(&format!("    {matcher} {dnat}"));
+            }
         }
-        let masquerade = if masqueraded.is_empty() {
-            String::new()
-        } else {
+        let mut masquerade = String::new();
+        if !masqueraded.is_empty() {
             let remote: Vec<String> = masqueraded.into_iter().collect();
-            format!(
+            masquerade.push_str(&format!(
                 "    meta mark & {MASQUERADE_MARK:#x} == {MASQUERADE_MARK:#x} \
                  ip daddr . tcp dport {{ {} }} masquerade\n",
                 remote.join(", ")
-            )
-        };
+            ));
+        }
+        let mut guard = String::new();
+        if !loopback.is_empty() {
+            // A loopback source must not reach the container: it would answer itself.
+            masquerade.push_str(&format!(
+                "    meta mark & {MASQUERADE_MARK:#x} == {MASQUERADE_MARK:#x} \
+                 ip saddr 127.0.0.0/8 oifname != \"lo\" masquerade\n"
+            ));
+            guard = guard_ruleset();
+        }
         format!(
-            "add table ip {table}\n\
+            "{guard}\
+             add table ip {table}\n\
              delete table ip {table}\n\
              table ip {table} {{\n\
              \x20 chain prerouting {{\n\
@@ -226,10 +271,11 @@ impl KernelPath {
              \x20 }}\n\
              \x20 chain output {{\n\
              \x20   type nat hook output priority {DSTNAT_PRIORITY}; policy accept;\n\
+             {loopback}\
              \x20   jump published\n\
              \x20 }}\n\
              \x20 chain published {{\n\
-             {rules}\
+             {published}\
              \x20 }}\n\
              \x20 chain postrouting {{\n\
              \x20   type nat hook postrouting priority {SRCNAT_PRIORITY}; policy accept;\n\
@@ -287,7 +333,7 @@ fn dead_proxy_tables(listing: &str, table_of: impl Fn(u32) -> Option<String>) ->
 }
 
 /// Runs `nft -f -` on `script`; what it printed (a `list` command's answer).
-async fn nft(script: &str) -> std::io::Result<String> {
+pub(super) async fn nft(script: &str) -> std::io::Result<String> {
     let mut child = Command::new("nft")
         .args(["-f", "-"])
         .stdin(Stdio::piped())
@@ -312,19 +358,27 @@ async fn nft(script: &str) -> std::io::Result<String> {
 mod tests {
     use super::*;
 
-    fn path(bind: &str) -> Option<KernelPath> {
+    fn path_with(bind: &str, loopback_in_kernel: bool) -> Option<KernelPath> {
         Some(KernelPath {
             table: "dctl_proxy_42_7".into(),
-            destination: Destination::of(bind.parse().unwrap())?,
+            catch: Catch::of(bind.parse().unwrap(), loopback_in_kernel)?,
+            localnet: Localnet::default(),
             applied: None,
         })
     }
 
+    fn path(bind: &str) -> Option<KernelPath> {
+        path_with(bind, true)
+    }
+
     #[test]
-    fn loopback_and_ipv6_binds_leave_nothing_to_the_kernel() {
-        assert!(path("127.0.0.1").is_none());
+    fn ipv6_binds_and_loopback_kept_in_user_space_leave_nothing_to_the_kernel() {
         assert!(path("fd00::1").is_none());
+        assert!(path("::1").is_none());
+        assert!(path_with("127.0.0.1", false).is_none());
+        assert!(path("127.0.0.1").is_some());
         assert!(path("0.0.0.0").is_some());
+        assert!(path_with("0.0.0.0", false).is_some());
         assert!(path("::").is_some());
         assert!(path("192.0.2.2").is_some());
     }
@@ -365,7 +419,8 @@ mod tests {
         let local = backend("10.0.0.1:30001", Some("172.18.0.2:8080"));
         let remote = backend("10.0.0.2:30001", None);
         let ports = [KernelPort::of(80, &[local, remote]).unwrap()];
-        let any = path("0.0.0.0").unwrap().ruleset(&ports);
+        let none = BTreeSet::new();
+        let any = path("0.0.0.0").unwrap().ruleset(&ports, &none);
         assert!(any.starts_with(
             "add table ip dctl_proxy_42_7\ndelete table ip dctl_proxy_42_7\ntable ip dctl_proxy_42_7 {"
         ));
@@ -377,14 +432,42 @@ mod tests {
         assert!(any.contains(
             "meta mark & 0x200000 == 0x200000 ip daddr . tcp dport { 10.0.0.2 . 30001 } masquerade"
         ));
-        let one = path("192.0.2.2").unwrap().ruleset(&ports);
+        assert!(!any.contains("ip daddr 127.0.0.0/8 tcp"));
+        assert!(!any.contains("dctl_localnet_guard"));
+        let one = path("192.0.2.2").unwrap().ruleset(&ports, &none);
         assert!(one.contains("ip daddr 192.0.2.2 tcp dport 80 "));
         let local_only = path("0.0.0.0")
             .unwrap()
-            .ruleset(&[KernelPort::of(80, &[local]).unwrap()]);
+            .ruleset(&[KernelPort::of(80, &[local]).unwrap()], &none);
         assert!(!local_only.contains("masquerade"));
-        let empty = path("0.0.0.0").unwrap().ruleset(&[]);
+        let empty = path("0.0.0.0").unwrap().ruleset(&[], &none);
         assert!(!empty.contains("dnat"));
+    }
+
+    #[test]
+    fn loopback_clients_are_caught_on_output_for_their_ports_only_and_masqueraded() {
+        let web = KernelPort::of(80, &[backend("10.0.0.1:30001", Some("172.18.0.2:8080"))]);
+        let api = KernelPort::of(81, &[backend("10.0.0.2:30001", None)]);
+        let ports = [web.unwrap(), api.unwrap()];
+        let loopback_ports = BTreeSet::from([80]);
+        let any = path("0.0.0.0").unwrap().ruleset(&ports, &loopback_ports);
+        let output = &any[any.find("chain output").unwrap()..any.find("chain published").unwrap()];
+        assert!(output.contains(
+            "ip daddr 127.0.0.0/8 tcp dport 80 counter meta mark set meta mark | 0x200000 \
+             dnat ip to numgen inc mod 1 map { 0 : 172.18.0.2 . 8080 }"
+        ));
+        assert!(!output.contains("dport 81"), "{output}");
+        assert!(any.contains(
+            "meta mark & 0x200000 == 0x200000 ip saddr 127.0.0.0/8 oifname != \"lo\" masquerade"
+        ));
+        // The guard goes in first, in the same transaction.
+        assert!(any.starts_with("table ip dctl_localnet_guard {"));
+
+        // Bound to loopback, nothing else is caught.
+        let lo = path("127.0.0.1").unwrap().ruleset(&ports, &loopback_ports);
+        assert!(lo.contains("ip daddr 127.0.0.1 tcp dport 80 "));
+        let published = &lo[lo.find("chain published").unwrap()..];
+        assert!(!published[..published.find('}').unwrap()].contains("dnat"));
     }
 
     #[test]

@@ -11,10 +11,11 @@
 //! address ([`udp`]). Listeners open and close as publish entries come and go. No IPVS
 //! and no overlay.
 //!
-//! TCP connections that do not come from loopback take the kernel path instead
-//! ([`kernel`]): one nftables DNAT rule per published port, round robin over the same
-//! Ready endpoints, so the proxy's process is not in their way at all. The user-space
-//! listener keeps the port and serves loopback clients, UDP, and ports with no Ready
+//! TCP connections take the kernel path instead ([`kernel`]): one nftables DNAT rule per
+//! published port, round robin over the same Ready endpoints, so the proxy's process is
+//! not in their way at all. Loopback clients take it when every endpoint of the port is
+//! on this host ([`localnet`]). The user-space listener keeps the port and serves the
+//! rest: loopback clients of ports with endpoints elsewhere, UDP, and ports with no Ready
 //! endpoint (it resets those connections at once).
 //!
 //! After applying a revision of an Endpoints object, the proxy records it under
@@ -27,6 +28,7 @@ pub mod balancer;
 pub mod forward;
 pub mod kernel;
 pub mod listener;
+pub mod localnet;
 #[cfg(target_os = "linux")]
 pub mod pipes;
 pub mod udp;
@@ -63,12 +65,15 @@ pub struct ProxyConfig {
     pub connect_timeout: Duration,
     /// How often ports that could not be bound (in use) are tried again. Default 2 s.
     pub retry_period: Duration,
-    /// Whether TCP connections from other hosts may take the kernel path. Default
-    /// [`ProxyMode::Nftables`].
+    /// Whether TCP connections may take the kernel path. Default [`ProxyMode::Nftables`].
     pub mode: ProxyMode,
+    /// Whether loopback clients stay in user space in nftables mode, as with Docker's
+    /// `docker-proxy`, leaving `route_localnet` off on the bridges. Default false: they
+    /// take the kernel path, as with kube-proxy's iptables mode.
+    pub loopback_in_user_space: bool,
 }
 
-/// How published TCP ports are served to clients that are not on loopback.
+/// How published TCP ports are served.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum ProxyMode {
     /// nftables DNAT rules when `nft` can be used here, user space otherwise.
@@ -100,6 +105,7 @@ impl ProxyConfig {
             connect_timeout: Duration::from_secs(2),
             retry_period: Duration::from_secs(2),
             mode: ProxyMode::default(),
+            loopback_in_user_space: false,
         }
     }
 
@@ -112,6 +118,12 @@ impl ProxyConfig {
     #[must_use]
     pub fn mode(mut self, mode: ProxyMode) -> Self {
         self.mode = mode;
+        self
+    }
+
+    #[must_use]
+    pub fn loopback_in_user_space(mut self, in_user_space: bool) -> Self {
+        self.loopback_in_user_space = in_user_space;
         self
     }
 }
@@ -201,7 +213,7 @@ pub async fn run(
     tokio::pin!(shutdown);
     let mut retry = tokio::time::interval(config.retry_period);
     let kernel = match config.mode {
-        ProxyMode::Nftables => KernelPath::start(config.bind).await,
+        ProxyMode::Nftables => KernelPath::start(config.bind, !config.loopback_in_user_space).await,
         ProxyMode::Userspace => None,
     };
     let mut proxy = Proxy {
@@ -266,7 +278,7 @@ pub async fn run(
 struct Proxy {
     store: Store,
     config: ProxyConfig,
-    /// The nftables rules for TCP clients off loopback; `None` in user-space mode.
+    /// The nftables rules for TCP clients; `None` in user-space mode.
     kernel: Option<KernelPath>,
     /// By published port and protocol, with the Endpoints (Service) it serves.
     listeners: HashMap<(Protocol, u16), (ObjectKey, Published)>,
