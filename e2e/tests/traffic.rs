@@ -499,6 +499,20 @@ async fn on_loopback_the_kernel_path_serves_clients_and_keeps_containers_off_the
         .apply("web.yaml", &service("web", 2, port, "", ""))
         .await;
     let ready = wait_ready(&cluster, "web", 2).await;
+    // The proxy applies the Endpoints a moment after they are written.
+    let pid = proxy_pid(&cluster);
+    let rule = format!("ip daddr 127.0.0.1 tcp dport {port} ");
+    cluster
+        .wait_for(
+            "the port's loopback rule over both tasks",
+            CONVERGE,
+            || async {
+                let rules = nft_table(pid)?;
+                let line = rules.lines().find(|line| line.contains(&rule))?;
+                line.contains("numgen inc mod 2").then_some(())
+            },
+        )
+        .await;
     let mut answered = std::collections::BTreeSet::new();
     for _ in 0..8 {
         let answer = get_once(port).await;
@@ -515,8 +529,8 @@ async fn on_loopback_the_kernel_path_serves_clients_and_keeps_containers_off_the
     );
 
     let node = cluster.node("n1");
-    let rules = nft_table(proxy_pid(&cluster)).expect("the proxy's nftables table");
-    let connections = dnat_connections(&rules, &format!("ip daddr 127.0.0.1 tcp dport {port} "));
+    let rules = nft_table(pid).expect("the proxy's nftables table");
+    let connections = dnat_connections(&rules, &rule);
     assert!(
         connections >= 8,
         "{connections} connections took the rule:\n{rules}"
@@ -587,6 +601,35 @@ async fn on_loopback_the_kernel_path_serves_clients_and_keeps_containers_off_the
         "a container reached the host's loopback"
     );
     assert!(guard_drops() > dropped_before, "the guard dropped nothing");
+
+    // Something else removes the rules, as a firewall reload that flushes the ruleset
+    // would (the bridges keep route_localnet: the guard must come back, and does within a
+    // retry period).
+    let table = proxy_table(pid).expect("the proxy's table");
+    for gone in [table.as_str(), "dctl_localnet_guard"] {
+        let deleted = std::process::Command::new("nft")
+            .args(["delete", "table", "ip", gone])
+            .status()
+            .expect("nft runs");
+        assert!(deleted.success(), "nft delete table ip {gone}");
+    }
+    cluster
+        .wait_for(
+            "the table and the guard to be written again",
+            CONVERGE,
+            || async {
+                let guard = std::process::Command::new("nft")
+                    .args(["list", "table", "ip", "dctl_localnet_guard"])
+                    .output()
+                    .ok()?;
+                let rules = nft_table(pid)?;
+                (guard.status.success() && rules.contains(&rule)).then_some(())
+            },
+        )
+        .await;
+    get_once(port)
+        .await
+        .expect("answered through the rules written again");
 }
 
 /// `docker run --rm` of `args` (options, image, command) on Docker network `network`,

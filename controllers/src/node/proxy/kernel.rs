@@ -33,7 +33,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
 use super::balancer::Backend;
-use super::localnet::{guard_ruleset, Localnet};
+use super::localnet::{guard_ruleset, Localnet, GUARD_TABLE};
 
 /// The tables of every proxy are named this, then the owner's process id and start time.
 const TABLE_PREFIX: &str = "dctl_proxy_";
@@ -146,7 +146,7 @@ impl KernelPath {
             tracing::warn!("no /proc to name this proxy's nftables table by; published ports are served in user space only");
             return None;
         };
-        remove_tables_of_dead_proxies().await;
+        let _ = remove_tables_of_dead_proxies().await;
         let mut path = KernelPath {
             table,
             catch,
@@ -192,11 +192,31 @@ impl KernelPath {
         Ok(())
     }
 
-    /// Deletes the tables of proxies that are gone since the last look: a killed agent's
-    /// rules would otherwise go on taking its old ports' connections, ahead of the proxy
-    /// that listens on them now.
-    pub async fn remove_dead(&self) {
-        remove_tables_of_dead_proxies().await;
+    /// Looks at the host's tables: deletes those of proxies that are gone since the last
+    /// look (a killed agent's rules would otherwise go on taking its old ports'
+    /// connections, ahead of the proxy that listens on them now), and has the next
+    /// [`KernelPath::apply`] write this proxy's table and the guard again when either is
+    /// missing (a firewall reload that flushed the ruleset): the guard must not stay away
+    /// while bridges route loopback sources.
+    pub async fn check(&mut self) {
+        let Some(listing) = remove_tables_of_dead_proxies().await else {
+            return;
+        };
+        let loopback_in_use = self
+            .applied
+            .as_ref()
+            .is_some_and(|(_, loopback_ports)| !loopback_ports.is_empty());
+        let missing = |table: &str| !listed(&listing, table);
+        if self.applied.is_some()
+            && (missing(&self.table) || (loopback_in_use && missing(GUARD_TABLE)))
+        {
+            tracing::warn!(
+                table = self.table,
+                guard = GUARD_TABLE,
+                "the proxy's nftables rules were removed by something else; writing them again"
+            );
+            self.applied = None;
+        }
     }
 
     /// Deletes the table: nothing is proxied by this process any more.
@@ -287,11 +307,10 @@ impl KernelPath {
 }
 
 /// Deletes every proxy table whose process is gone (killed, crashed): its rules would
-/// go on sending connections to endpoints nobody keeps up to date.
-async fn remove_tables_of_dead_proxies() {
-    let Ok(listing) = nft("list tables\n").await else {
-        return;
-    };
+/// go on sending connections to endpoints nobody keeps up to date. Returns the listing
+/// it looked at; `None` when `nft` could not list the tables.
+async fn remove_tables_of_dead_proxies() -> Option<String> {
+    let listing = nft("list tables\n").await.ok()?;
     for table in dead_proxy_tables(&listing, table_of) {
         match nft(&format!("delete table ip {table}\n")).await {
             Ok(_) => tracing::info!(table, "deleted the nftables table of a proxy that is gone"),
@@ -300,6 +319,14 @@ async fn remove_tables_of_dead_proxies() {
             }
         }
     }
+    Some(listing)
+}
+
+/// Whether `nft list tables` output names IPv4 table `table`.
+fn listed(listing: &str, table: &str) -> bool {
+    listing
+        .lines()
+        .any(|line| line.trim().strip_prefix("table ip ") == Some(table))
 }
 
 /// The table a proxy in live process `pid` owns; `None` when there is no such process.
@@ -485,6 +512,15 @@ mod tests {
             dead_proxy_tables(listing, live),
             ["dctl_proxy_1_100", "dctl_proxy_3_300"]
         );
+    }
+
+    #[test]
+    fn a_table_is_listed_by_its_whole_name() {
+        let listing = "table ip nat\ntable ip dctl_proxy_2_200\ntable ip6 dctl_localnet_guard\n";
+        assert!(listed(listing, "dctl_proxy_2_200"));
+        assert!(!listed(listing, "dctl_proxy_2_20"));
+        // Only IPv4 tables: the guard is one.
+        assert!(!listed(listing, GUARD_TABLE));
     }
 
     #[test]

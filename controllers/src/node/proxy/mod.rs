@@ -245,8 +245,8 @@ pub async fn run(
                 }
             }
             _ = retry.tick() => {
-                if let Some(kernel) = &proxy.kernel {
-                    kernel.remove_dead().await;
+                if let Some(kernel) = &mut proxy.kernel {
+                    kernel.check().await;
                 }
                 if reader.is_ready() {
                     proxy.sync(&reader).await;
