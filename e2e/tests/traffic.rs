@@ -495,9 +495,13 @@ async fn off_loopback_the_kernel_path_gates_traffic_and_its_rules_go_with_the_pr
 async fn on_loopback_the_kernel_path_serves_clients_and_keeps_containers_off_the_hosts_loopback() {
     let cluster = Cluster::start_with_proxy_on_n1("traffic-loopback").await;
     let port = free_port();
-    cluster
-        .apply("web.yaml", &service("web", 2, port, "", ""))
-        .await;
+    // One task on each node: n1's is reached at its container's address, through its
+    // bridge, n2's at its host port on this host's address.
+    let one_per_node = service("web", 2, port, "", "").replace(
+        "  publish:",
+        "  placement: {maxReplicasPerNode: 1}\n  publish:",
+    );
+    cluster.apply("web.yaml", &one_per_node).await;
     let ready = wait_ready(&cluster, "web", 2).await;
     // The proxy applies the Endpoints a moment after they are written.
     let pid = proxy_pid(&cluster);
