@@ -13,6 +13,9 @@ use tokio::process::{Child, Command};
 /// Where Debian's `etcd-server` package puts the binary; `DCTL_ETCD_BIN` overrides it.
 const DEFAULT_ETCD_BIN: &str = "etcd";
 
+/// How many times a start is tried on new ports when one was taken meanwhile.
+const PORT_ATTEMPTS: u32 = 3;
+
 /// How long a fresh etcd gets to answer its first request.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -80,23 +83,35 @@ impl LocalEtcd {
             dir: state_dir.to_path_buf(),
             source,
         })?;
-        let client_port = free_port()?;
-        let peer_port = free_port()?;
-        let endpoint = format!("http://127.0.0.1:{client_port}");
-        let peer_url = format!("http://127.0.0.1:{peer_port}");
         let data_dir = state_dir.join("etcd");
         let log_path = state_dir.join("etcd.log");
-        let child = spawn(&endpoint, &peer_url, &data_dir, &log_path)?;
-        let mut etcd = LocalEtcd {
-            child,
-            endpoint,
-            peer_url,
-            data_dir,
-            log_path,
-            _temp_dir: None,
-        };
-        etcd.wait_ready().await?;
-        Ok(etcd)
+        let mut attempt = 1;
+        loop {
+            let client_port = free_port()?;
+            let peer_port = free_port()?;
+            let endpoint = format!("http://127.0.0.1:{client_port}");
+            let peer_url = format!("http://127.0.0.1:{peer_port}");
+            let child = spawn(&endpoint, &peer_url, &data_dir, &log_path)?;
+            let mut etcd = LocalEtcd {
+                child,
+                endpoint,
+                peer_url,
+                data_dir: data_dir.clone(),
+                log_path: log_path.clone(),
+                _temp_dir: None,
+            };
+            match etcd.wait_ready().await {
+                Ok(()) => return Ok(etcd),
+                // A port found free was taken before etcd bound it (a client's ephemeral
+                // port, on a busy host): other ports, a few times.
+                Err(LocalEtcdError::NotReady { .. })
+                    if attempt < PORT_ATTEMPTS && lost_a_port(&log_path) =>
+                {
+                    attempt += 1;
+                }
+                Err(error) => return Err(error),
+            }
+        }
     }
 
     /// Kills etcd without giving up its ports or data, to test how others ride out an
@@ -202,7 +217,43 @@ fn spawn(
         .map_err(|source| LocalEtcdError::Spawn { binary, source })
 }
 
+/// Whether the last start in the log at `log_path` failed to bind one of its ports. The
+/// log is appended to across starts; the last start's lines are last.
+fn lost_a_port(log_path: &Path) -> bool {
+    let log = std::fs::read_to_string(log_path).unwrap_or_default();
+    log.lines()
+        .rev()
+        .take(20)
+        .any(|line| line.contains("address already in use"))
+}
+
 fn free_port() -> Result<u16, LocalEtcdError> {
     let listener = TcpListener::bind("127.0.0.1:0").map_err(LocalEtcdError::Port)?;
     Ok(listener.local_addr().map_err(LocalEtcdError::Port)?.port())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_bind_failure_of_the_last_start_counts_as_a_lost_port() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("etcd.log");
+        let bind_failure = "2026-12-07 21:03:55.168834 C | etcdmain: listen tcp \
+                            127.0.0.1:57757: bind: address already in use\n";
+        std::fs::write(
+            &log,
+            format!("I | etcdmain: etcd Version: 3.4.23\n{bind_failure}"),
+        )
+        .unwrap();
+        assert!(lost_a_port(&log));
+        // A later start that got further failed for another reason.
+        let later: String = (0..30)
+            .map(|i| format!("I | etcdserver: line {i}\n"))
+            .collect();
+        std::fs::write(&log, format!("{bind_failure}{later}")).unwrap();
+        assert!(!lost_a_port(&log));
+        assert!(!lost_a_port(&dir.path().join("missing.log")));
+    }
 }
