@@ -13,7 +13,7 @@
 //! `ip dctl_localnet_guard` drops every packet to 127.0.0.0/8 that arrives on another
 //! interface than `lo`, ahead of conntrack (priority raw), so that the replies of
 //! masqueraded connections, still addressed to the bridge there, pass. kube-proxy keeps
-//! the same rule for the same reason.
+//! a drop rule to the same end.
 //!
 //! Only the bridges of this node's own containers get the setting, never an uplink: a
 //! port with a Ready endpoint on another host keeps its loopback clients in user space.
