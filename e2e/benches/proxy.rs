@@ -30,7 +30,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use dctl_apis::Task;
-use dctl_e2e::cluster::{docker0_address, proxy_table, Cluster};
+use dctl_e2e::cluster::{docker0_address, proxy_rules, Cluster};
 use dctl_e2e::load::{free_port, get_once_at, loopback, post};
 use dctl_e2e::stats::{median, ms, percentile};
 use dctl_e2e::swarm::{docker_cli, stderr};
@@ -332,15 +332,8 @@ async fn start_peer(cluster: &Cluster, name: &str, address: IpAddr, port: u16) {
 /// Whether `n1`'s proxy catches loopback clients of `port` in its nftables table.
 fn loopback_rule(cluster: &Cluster, port: u16) -> bool {
     let pid = cluster.agents[&cluster.node("n1")].pid();
-    let Some(table) = pid.and_then(proxy_table) else {
-        return false;
-    };
-    let output = std::process::Command::new("nft")
-        .args(["list", "table", "ip", &table])
-        .output()
-        .expect("nft runs");
-    String::from_utf8_lossy(&output.stdout)
-        .contains(&format!("ip daddr 127.0.0.0/8 tcp dport {port} "))
+    pid.and_then(proxy_rules)
+        .is_some_and(|rules| rules.contains(&format!("ip daddr 127.0.0.0/8 tcp dport {port} ")))
 }
 
 /// Whether a `docker-proxy` process serves host port `port`.

@@ -85,6 +85,24 @@ pub fn proxy_table(pid: u32) -> Option<String> {
         .map(str::to_string)
 }
 
+/// The rules of the proxy in process `pid` (`nft list table`), `None` when it has no
+/// table.
+pub fn proxy_rules(pid: u32) -> Option<String> {
+    nft_table(&proxy_table(pid)?)
+}
+
+/// `nft list table ip TABLE`, `None` when there is no such table.
+pub fn nft_table(table: &str) -> Option<String> {
+    let output = std::process::Command::new("nft")
+        .args(["list", "table", "ip", table])
+        .output()
+        .ok()?;
+    output
+        .status
+        .success()
+        .then(|| String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
 /// A non-loopback address of this host that every machine with Docker has: that of the
 /// default bridge, docker0.
 pub fn docker0_address() -> IpAddr {

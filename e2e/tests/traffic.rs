@@ -13,7 +13,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use dctl_apis::Task;
-use dctl_e2e::cluster::{docker0_address, proxy_table, Cluster};
+use dctl_e2e::cluster::{docker0_address, nft_table, proxy_rules, proxy_table, Cluster};
 use dctl_e2e::load::{free_port, get_once, get_once_at, loopback, post, Load, Tally};
 use dctl_e2e::swarm::{docker_cli, stderr};
 use dctl_e2e::traffic::{
@@ -28,7 +28,7 @@ async fn scaling_under_load_drops_no_request() {
     assert_no_request_lost(&cluster, &tally);
     // Through the kernel path: the rule written for the last scale took connections.
     let pid = proxy_pid(&cluster);
-    let rules = nft_table(pid).expect("the proxy's nftables table");
+    let rules = proxy_rules(pid).expect("the proxy's nftables table");
     let rule = format!("ip daddr 127.0.0.1 tcp dport {port} ");
     assert!(dnat_connections(&rules, &rule) > 0, "{rules}");
 }
@@ -451,7 +451,7 @@ async fn off_loopback_the_kernel_path_gates_traffic_and_its_rules_go_with_the_pr
     // The connections were DNAT'd by the proxy's own table, one rule for the port.
     let node = cluster.node("n1");
     let pid = proxy_pid(&cluster);
-    let rules = nft_table(pid).expect("the proxy's nftables table");
+    let rules = proxy_rules(pid).expect("the proxy's nftables table");
     let connections = dnat_connections(&rules, &format!("ip daddr {host} tcp dport {port} "));
     assert!(connections > 0, "no connection took the rule:\n{rules}");
 
@@ -475,7 +475,7 @@ async fn off_loopback_the_kernel_path_gates_traffic_and_its_rules_go_with_the_pr
     scale(&cluster, "web", 0).await;
     cluster
         .wait_for("the port's rule to go", CONVERGE, || async {
-            let rules = nft_table(pid)?;
+            let rules = proxy_rules(pid)?;
             (!rules.contains(&format!("tcp dport {port} "))).then_some(())
         })
         .await;
@@ -484,7 +484,7 @@ async fn off_loopback_the_kernel_path_gates_traffic_and_its_rules_go_with_the_pr
     // A clean stop takes the table with it.
     let agent = cluster.agents.get_mut(&node).unwrap();
     assert_eq!(agent.interrupt().await, Some(0));
-    assert_eq!(nft_table(pid), None, "the table outlived its proxy");
+    assert_eq!(proxy_rules(pid), None, "the table outlived its proxy");
 }
 
 /// Loopback clients take the kernel path when every endpoint is on this host: their
@@ -511,7 +511,7 @@ async fn on_loopback_the_kernel_path_serves_clients_and_keeps_containers_off_the
             "the port's loopback rule over both tasks",
             CONVERGE,
             || async {
-                let rules = nft_table(pid)?;
+                let rules = proxy_rules(pid)?;
                 let line = rules.lines().find(|line| line.contains(&rule))?;
                 line.contains("numgen inc mod 2").then_some(())
             },
@@ -533,7 +533,7 @@ async fn on_loopback_the_kernel_path_serves_clients_and_keeps_containers_off_the
     );
 
     let node = cluster.node("n1");
-    let rules = nft_table(pid).expect("the proxy's nftables table");
+    let rules = proxy_rules(pid).expect("the proxy's nftables table");
     let connections = dnat_connections(&rules, &rule);
     assert!(
         connections >= 8,
@@ -622,12 +622,8 @@ async fn on_loopback_the_kernel_path_serves_clients_and_keeps_containers_off_the
             "the table and the guard to be written again",
             CONVERGE,
             || async {
-                let guard = std::process::Command::new("nft")
-                    .args(["list", "table", "ip", "dctl_localnet_guard"])
-                    .output()
-                    .ok()?;
-                let rules = nft_table(pid)?;
-                (guard.status.success() && rules.contains(&rule)).then_some(())
+                nft_table("dctl_localnet_guard")?;
+                proxy_rules(pid)?.contains(&rule).then_some(())
             },
         )
         .await;
@@ -680,15 +676,11 @@ fn counted_packets(rule: &str) -> u64 {
 
 /// The packets the localnet guard has dropped since it was written.
 fn guard_drops() -> u64 {
-    let output = std::process::Command::new("nft")
-        .args(["list", "table", "ip", "dctl_localnet_guard"])
-        .output()
-        .expect("nft runs");
-    let rules = String::from_utf8_lossy(&output.stdout);
+    let rules = nft_table("dctl_localnet_guard").expect("the guard table");
     let rule = rules
         .lines()
         .find(|line| line.contains("drop"))
-        .unwrap_or_else(|| panic!("no guard rule: {rules}{}", stderr(&output)));
+        .unwrap_or_else(|| panic!("no guard rule: {rules}"));
     counted_packets(rule)
 }
 
@@ -719,16 +711,4 @@ async fn task_network(cluster: &Cluster, task: &str) -> String {
         .next()
         .expect("a network")
         .to_string()
-}
-
-/// The rules of the proxy in process `pid`, `None` when it has no table.
-fn nft_table(pid: u32) -> Option<String> {
-    let output = std::process::Command::new("nft")
-        .args(["list", "table", "ip", &proxy_table(pid)?])
-        .output()
-        .ok()?;
-    output
-        .status
-        .success()
-        .then(|| String::from_utf8_lossy(&output.stdout).into_owned())
 }
