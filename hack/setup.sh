@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what a fresh machine lacks to build and test dctl: protoc (etcd-client's build
 # needs it), etcd (the store; Debian's etcd-server gives /usr/bin/etcd), git (the gitsync
-# controller runs the git program), nftables (the proxy's kernel path), static libc and
+# controller runs the git program), nftables (the proxy's kernel path), clang and
+# libbpf-dev (the proxy's socket balancer is compiled to BPF), static libc and
 # busybox-static (test images are built FROM scratch from static binaries: no registry is
 # reachable). Docker itself comes with the machine; without it, say so.
 set -euo pipefail
@@ -18,6 +19,11 @@ command -v git >/dev/null 2>&1 || need+=(git)
 command -v nft >/dev/null 2>&1 || [ -x /usr/sbin/nft ] || need+=(nftables)
 # The test image is a static binary (glibc's libc.a, from libc6-dev) in a FROM scratch image.
 [ -f "/usr/lib/$(uname -m)-linux-gnu/libc.a" ] || need+=(libc6-dev)
+# The proxy's socket balancer is BPF bytecode, compiled at build time (controllers/build.rs)
+# by clang against libbpf's helper definitions and the kernel's UAPI headers.
+command -v clang >/dev/null 2>&1 || need+=(clang)
+[ -f /usr/include/bpf/bpf_helpers.h ] || need+=(libbpf-dev)
+[ -f /usr/include/linux/bpf.h ] || need+=(linux-libc-dev)
 
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""

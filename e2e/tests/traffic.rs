@@ -4,13 +4,16 @@
 //! One agent runs the proxy, bound to 127.0.0.1 on a free port (docker0's address for the
 //! kernel path off loopback); the other runs none (`--no-proxy`), so its tasks are reached
 //! across nodes through their host ports. Both nodes are this host, so loopback clients
-//! take the kernel path too, unless the agent is told `--proxy-loopback-userspace`. The
+//! are balanced inside their own connect() (`--proxy-loopback socket`, the default), or
+//! take the nftables rules or user space when the agent is told so. The
 //! client load is a few concurrent loops of short HTTP/1.0 GETs on loopback, bounded in
 //! time and count; `GET /` of the test server names the task that answered.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
+
+use tokio::net::TcpStream;
 
 use dctl_apis::Task;
 use dctl_e2e::cluster::{docker0_address, nft_table, proxy_rules, proxy_table, Cluster};
@@ -26,9 +29,26 @@ async fn scaling_under_load_drops_no_request() {
     let port = free_port();
     let tally = scale_under_load(&cluster, port, "").await;
     assert_no_request_lost(&cluster, &tally);
-    // Through the kernel path: the rule written for the last scale took connections.
-    let pid = proxy_pid(&cluster);
-    let rules = proxy_rules(pid).expect("the proxy's nftables table");
+    // Balanced at connect(): the client's socket is connected to the task itself.
+    let client = TcpStream::connect(loopback(port)).await.unwrap();
+    let local = client.local_addr().unwrap();
+    assert!(!local.ip().is_loopback(), "a loopback connection: {local}");
+}
+
+/// The same experiment with loopback clients on the nftables rules, as kube-proxy's
+/// iptables mode serves them (the fallback where the kernel cannot balance at connect()).
+#[tokio::test]
+async fn scaling_under_load_drops_no_request_with_loopback_in_nftables() {
+    let cluster = Cluster::start_with_proxy_on_n1_args(
+        "traffic-gated-nftables",
+        &["--proxy-bind", "127.0.0.1", "--proxy-loopback", "nftables"],
+    )
+    .await;
+    let port = free_port();
+    let tally = scale_under_load(&cluster, port, "").await;
+    assert_no_request_lost(&cluster, &tally);
+    // The rule written for the last scale took connections.
+    let rules = proxy_rules(proxy_pid(&cluster)).expect("the proxy's nftables table");
     let rule = format!("ip daddr 127.0.0.1 tcp dport {port} ");
     assert!(dnat_connections(&rules, &rule) > 0, "{rules}");
 }
@@ -39,7 +59,7 @@ async fn scaling_under_load_drops_no_request() {
 async fn scaling_under_load_drops_no_request_with_loopback_in_user_space() {
     let cluster = Cluster::start_with_proxy_on_n1_args(
         "traffic-gated-user-space",
-        &["--proxy-bind", "127.0.0.1", "--proxy-loopback-userspace"],
+        &["--proxy-bind", "127.0.0.1", "--proxy-loopback", "userspace"],
     )
     .await;
     let tally = scale_under_load(&cluster, free_port(), "").await;
@@ -487,21 +507,120 @@ async fn off_loopback_the_kernel_path_gates_traffic_and_its_rules_go_with_the_pr
     assert_eq!(proxy_rules(pid), None, "the table outlived its proxy");
 }
 
-/// Loopback clients take the kernel path when every endpoint is on this host: their
-/// connections are DNAT'd on output and masqueraded out of the task's bridge, which needs
-/// `route_localnet` there. That setting would let the containers on the bridge reach the
-/// host's loopback services (CVE-2020-8558); the guard table drops what they send there.
+/// Loopback clients are balanced inside their own connect(): the socket is connected to
+/// a Ready task's address (on this host's bridge, or another node's host port), while
+/// getpeername() still answers what the client asked for. A container's own loopback is
+/// left alone, and the hook goes with the agent, even a killed one.
 #[tokio::test]
-async fn on_loopback_the_kernel_path_serves_clients_and_keeps_containers_off_the_hosts_loopback() {
-    let cluster = Cluster::start_with_proxy_on_n1("traffic-loopback").await;
+async fn on_loopback_connect_goes_straight_to_a_ready_task_and_the_hook_goes_with_the_agent() {
+    let mut cluster = Cluster::start_with_proxy_on_n1("traffic-socket").await;
+    let port = free_port();
+    cluster.apply("web.yaml", &one_task_per_node(port)).await;
+    let ready = wait_ready(&cluster, "web", 2).await;
+    // The proxy applies the Endpoints a moment after they are written.
+    cluster
+        .wait_for("the port to answer on loopback", CONVERGE, || async {
+            get_once(port).await.ok()
+        })
+        .await;
+    let mut answered = std::collections::BTreeSet::new();
+    for _ in 0..8 {
+        let answer = get_once(port).await;
+        answered.insert(
+            answer
+                .unwrap_or_else(|e| panic!("{e}\n{}", cluster.logs()))
+                .task,
+        );
+    }
+    assert_eq!(
+        answered.len(),
+        2,
+        "round robin over both tasks: {answered:?}"
+    );
+
+    for _ in 0..2 {
+        let client = TcpStream::connect(loopback(port)).await.unwrap();
+        assert_eq!(client.peer_addr().unwrap(), loopback(port), "getpeername()");
+        let local = client.local_addr().unwrap();
+        assert!(!local.ip().is_loopback(), "a loopback connection: {local}");
+    }
+    // No rule and no proxy process in the way: the proxy, bound to 127.0.0.1, wrote no
+    // nftables table at all.
+    let pid = proxy_pid(&cluster);
+    assert_eq!(
+        proxy_table(pid),
+        None,
+        "nftables rules for loopback clients"
+    );
+
+    // A container's 127.0.0.1 is its own: the same port there is refused.
+    let local = ready
+        .spec
+        .endpoints
+        .iter()
+        .find(|endpoint| endpoint.node == cluster.node("n1"))
+        .expect("a task on n1");
+    let network = task_network(&cluster, &local.task).await;
+    let url = format!("http://127.0.0.1:{port}/");
+    let output = run_on(&cluster, &network, &["dctl-test/server:1", "--check", &url]).await;
+    assert!(
+        !output.status.success(),
+        "a container's own loopback reached a task: {}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+
+    // No Ready endpoint: the entry goes, and the user-space listener refuses at once.
+    scale(&cluster, "web", 0).await;
+    cluster
+        .wait_for("the port to be refused", CONVERGE, || async {
+            get_once(port).await.is_err().then_some(())
+        })
+        .await;
+    refused_at_once(loopback(port)).await;
+
+    // A killed agent's hook is gone with it: with the task still running and nothing
+    // listening on the port, a loopback client is refused.
+    scale(&cluster, "web", 1).await;
+    wait_ready(&cluster, "web", 1).await;
+    cluster
+        .wait_for("the task to answer on loopback", CONVERGE, || async {
+            get_once(port).await.ok()
+        })
+        .await;
+    let node = cluster.node("n1");
+    cluster.kill_agent(&node).await;
+    let refused = get_once(port).await;
+    assert!(
+        refused.is_err(),
+        "answered after the agent was killed: {refused:?}"
+    );
+}
+
+/// Service `web` with two tasks, one on each node, published on `port`.
+fn one_task_per_node(port: u16) -> String {
+    service("web", 2, port, "", "").replace(
+        "  publish:",
+        "  placement: {maxReplicasPerNode: 1}\n  publish:",
+    )
+}
+
+/// Loopback clients on the nftables rules (`--proxy-loopback nftables`) take them when
+/// every endpoint is on this host: their connections are DNAT'd on output and masqueraded
+/// out of the task's bridge, which needs `route_localnet` there. That setting would let
+/// the containers on the bridge reach the host's loopback services (CVE-2020-8558); the
+/// guard table drops what they send there.
+#[tokio::test]
+async fn on_loopback_the_nftables_path_serves_clients_and_keeps_containers_off_the_hosts_loopback()
+{
+    let cluster = Cluster::start_with_proxy_on_n1_args(
+        "traffic-loopback",
+        &["--proxy-bind", "127.0.0.1", "--proxy-loopback", "nftables"],
+    )
+    .await;
     let port = free_port();
     // One task on each node: n1's is reached at its container's address, through its
     // bridge, n2's at its host port on this host's address.
-    let one_per_node = service("web", 2, port, "", "").replace(
-        "  publish:",
-        "  placement: {maxReplicasPerNode: 1}\n  publish:",
-    );
-    cluster.apply("web.yaml", &one_per_node).await;
+    cluster.apply("web.yaml", &one_task_per_node(port)).await;
     let ready = wait_ready(&cluster, "web", 2).await;
     // The proxy applies the Endpoints a moment after they are written.
     let pid = proxy_pid(&cluster);

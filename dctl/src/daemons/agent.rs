@@ -35,11 +35,12 @@ pub struct AgentArgs {
     /// `nft` can be used here) or `userspace`.
     #[arg(long = "proxy-mode", default_value = "nftables")]
     pub proxy_mode: proxy::ProxyMode,
-    /// Serve loopback clients in user space even in nftables mode, as Docker's
-    /// docker-proxy does: the kernel path for them needs route_localnet on the bridges
-    /// (set behind a guard rule; see docs/proxy.md).
-    #[arg(long = "proxy-loopback-userspace")]
-    pub proxy_loopback_userspace: bool,
+    /// How TCP clients on this host's loopback reach published ports in nftables mode:
+    /// `socket` (balanced inside their connect() by a BPF program; the nftables rules
+    /// where the kernel cannot), `nftables` (DNAT, with route_localnet on the bridges
+    /// behind a guard rule) or `userspace` (as Docker's docker-proxy). See docs/proxy.md.
+    #[arg(long = "proxy-loopback", default_value = "socket")]
+    pub proxy_loopback: proxy::LoopbackPath,
     /// Run no proxy on this node: its published ports are served by the other nodes only
     /// (several agents on one host would otherwise fight over the same ports).
     #[arg(long = "no-proxy")]
@@ -96,7 +97,7 @@ pub async fn run_with_store(store: Store, args: AgentArgs, shutdown: Shutdown) -
             proxy::ProxyConfig::new(&node_name)
                 .bind(args.proxy_bind)
                 .mode(args.proxy_mode)
-                .loopback_in_user_space(args.proxy_loopback_userspace),
+                .loopback(args.proxy_loopback),
             shutdown.signalled(),
         ))
     });

@@ -10,12 +10,14 @@
 //! keep their endpoint until they close, as with the user-space listener. Each rule
 //! counts the connections it took since it was last written (`nft list table`).
 //!
-//! Connections from loopback clients take it too (the output hook), each masqueraded to
-//! its bridge's address, when every endpoint of the port is on this host: that needs
-//! `route_localnet` on the bridges, set behind a guard ([`super::localnet`]). Loopback
-//! clients of a port with an endpoint on another host stay in user space, as they do with
-//! Docker's `docker-proxy`, and so do all of them when the agent is told
-//! `--proxy-loopback-userspace`. UDP stays in user space (a conntrack entry would keep a
+//! Loopback clients are balanced at `connect()` ([`super::socket_balancer`]) and never
+//! reach these rules. Where the kernel cannot do that, or when the agent is told
+//! `--proxy-loopback nftables`, they take the rules too (the output hook), each
+//! masqueraded to its bridge's address, when every endpoint of the port is on this host:
+//! that needs `route_localnet` on the bridges, set behind a guard ([`super::localnet`]).
+//! Loopback clients of a port with an endpoint on another host then stay in user space,
+//! as they do with Docker's `docker-proxy`, and so do all of them when the agent is told
+//! `--proxy-loopback userspace`. UDP stays in user space (a conntrack entry would keep a
 //! datagram flow on an endpoint after it stops being Ready), as do IPv6 endpoints and
 //! every port with no Ready endpoint: the user-space listener still owns the port and
 //! resets such connections at once.

@@ -1,4 +1,8 @@
-//! Loopback clients on the kernel path: `route_localnet` on the bridges, behind a guard.
+//! Loopback clients on the nftables rules: `route_localnet` on the bridges, behind a guard.
+//!
+//! This is the fallback for hosts where loopback clients cannot be balanced at `connect()`
+//! ([`super::socket_balancer`]: no cgroup v2, an older kernel), and what the agent does
+//! when told `--proxy-loopback nftables`.
 //!
 //! A connection from 127.0.0.1 that the output hook DNATs to a container leaves through
 //! the container's bridge with a loopback source, which Linux refuses as a martian unless

@@ -13,10 +13,12 @@
 //!
 //! TCP connections take the kernel path instead ([`kernel`]): one nftables DNAT rule per
 //! published port, round robin over the same Ready endpoints, so the proxy's process is
-//! not in their way at all. Loopback clients take it when every endpoint of the port is
-//! on this host ([`localnet`]). The user-space listener keeps the port and serves the
-//! rest: loopback clients of ports with endpoints elsewhere, UDP, and ports with no Ready
-//! endpoint (it resets those connections at once).
+//! not in their way at all. Loopback clients on this host are balanced inside their own
+//! `connect()` ([`socket_balancer`]), or, where the kernel cannot run that, take the
+//! nftables rules when every endpoint of the port is on this host ([`localnet`]). The
+//! user-space listener keeps the port and serves the rest: UDP, loopback clients the
+//! kernel does not take, and ports with no Ready endpoint (it resets those connections at
+//! once).
 //!
 //! After applying a revision of an Endpoints object, the proxy records it under
 //! `/dctl/v1/proxy-observed/<node>/<namespace>/<service>`, so the task runtime can wait,
@@ -31,6 +33,7 @@ pub mod listener;
 pub mod localnet;
 #[cfg(target_os = "linux")]
 pub mod pipes;
+pub mod socket_balancer;
 pub mod udp;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -50,6 +53,7 @@ use futures::{FutureExt, StreamExt};
 use balancer::{ready_backends, Backend};
 use kernel::{KernelPath, KernelPort};
 use listener::Listener;
+use socket_balancer::SocketBalancer;
 use udp::UdpRelay;
 
 /// The proxy's settings; `node_name` is required.
@@ -67,10 +71,38 @@ pub struct ProxyConfig {
     pub retry_period: Duration,
     /// Whether TCP connections may take the kernel path. Default [`ProxyMode::Nftables`].
     pub mode: ProxyMode,
-    /// Whether loopback clients stay in user space in nftables mode, as with Docker's
-    /// `docker-proxy`, leaving `route_localnet` off on the bridges. Default false: they
-    /// take the kernel path, as with kube-proxy's iptables mode.
-    pub loopback_in_user_space: bool,
+    /// How TCP clients on this host's loopback reach published ports in nftables mode.
+    /// Default [`LoopbackPath::Socket`].
+    pub loopback: LoopbackPath,
+}
+
+/// How TCP clients on this host's loopback reach published ports.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LoopbackPath {
+    /// Balanced inside their own `connect()` by a BPF program, straight to an endpoint;
+    /// the nftables rules where the kernel cannot run it.
+    #[default]
+    Socket,
+    /// nftables DNAT on the output hook, with `route_localnet` on this node's bridges
+    /// (behind a guard), as kube-proxy's iptables mode does.
+    Nftables,
+    /// Through the proxy's own sockets, as Docker's `docker-proxy` does.
+    Userspace,
+}
+
+impl std::str::FromStr for LoopbackPath {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "socket" => Ok(LoopbackPath::Socket),
+            "nftables" => Ok(LoopbackPath::Nftables),
+            "userspace" => Ok(LoopbackPath::Userspace),
+            other => Err(format!(
+                "unknown loopback path {other:?}: expected socket, nftables or userspace"
+            )),
+        }
+    }
 }
 
 /// How published TCP ports are served.
@@ -105,7 +137,7 @@ impl ProxyConfig {
             connect_timeout: Duration::from_secs(2),
             retry_period: Duration::from_secs(2),
             mode: ProxyMode::default(),
-            loopback_in_user_space: false,
+            loopback: LoopbackPath::default(),
         }
     }
 
@@ -122,8 +154,8 @@ impl ProxyConfig {
     }
 
     #[must_use]
-    pub fn loopback_in_user_space(mut self, in_user_space: bool) -> Self {
-        self.loopback_in_user_space = in_user_space;
+    pub fn loopback(mut self, loopback: LoopbackPath) -> Self {
+        self.loopback = loopback;
         self
     }
 }
@@ -212,14 +244,15 @@ pub async fn run(
     let shutdown = shutdown.fuse();
     tokio::pin!(shutdown);
     let mut retry = tokio::time::interval(config.retry_period);
-    let kernel = match config.mode {
-        ProxyMode::Nftables => KernelPath::start(config.bind, !config.loopback_in_user_space).await,
-        ProxyMode::Userspace => None,
+    let (kernel, socket_balancer) = match config.mode {
+        ProxyMode::Nftables => start_kernel_paths(config.bind, config.loopback).await,
+        ProxyMode::Userspace => (None, None),
     };
     let mut proxy = Proxy {
         store,
         config,
         kernel,
+        socket_balancer,
         listeners: HashMap::new(),
         observed: HashMap::new(),
         lease: None,
@@ -280,6 +313,9 @@ struct Proxy {
     config: ProxyConfig,
     /// The nftables rules for TCP clients; `None` in user-space mode.
     kernel: Option<KernelPath>,
+    /// Loopback TCP clients' `connect()` rewritten; `None` where the kernel cannot, or
+    /// when loopback clients take another path.
+    socket_balancer: Option<SocketBalancer>,
     /// By published port and protocol, with the Endpoints (Service) it serves.
     listeners: HashMap<(Protocol, u16), (ObjectKey, Published)>,
     /// The revision recorded as observed, by Endpoints key.
@@ -383,6 +419,12 @@ impl Proxy {
                 return;
             }
         }
+        if let Some(balancer) = &mut self.socket_balancer {
+            if let Err(error) = balancer.apply(&kernel_ports) {
+                tracing::warn!(%error, "cannot update the socket balancer's published ports; retrying");
+                return;
+            }
+        }
         self.record_observed(&objects).await;
     }
 
@@ -473,6 +515,28 @@ impl Proxy {
             }
         }
     }
+}
+
+/// The nftables rules and the socket balancer of a proxy listening on `bind`, as far as
+/// this host allows: loopback clients take the nftables rules only when they are meant to,
+/// or when the socket balancer cannot run here.
+async fn start_kernel_paths(
+    bind: IpAddr,
+    loopback: LoopbackPath,
+) -> (Option<KernelPath>, Option<SocketBalancer>) {
+    let socket_balancer = match loopback {
+        LoopbackPath::Socket => SocketBalancer::start(bind),
+        LoopbackPath::Nftables | LoopbackPath::Userspace => None,
+    };
+    let loopback_in_nftables = match loopback {
+        LoopbackPath::Socket => socket_balancer.is_none(),
+        LoopbackPath::Nftables => true,
+        LoopbackPath::Userspace => false,
+    };
+    (
+        KernelPath::start(bind, loopback_in_nftables).await,
+        socket_balancer,
+    )
 }
 
 /// The `reported` key of a port that cannot be bound, per protocol.
