@@ -523,20 +523,7 @@ async fn on_loopback_connect_goes_straight_to_a_ready_task_and_the_hook_goes_wit
             get_once(port).await.ok()
         })
         .await;
-    let mut answered = std::collections::BTreeSet::new();
-    for _ in 0..8 {
-        let answer = get_once(port).await;
-        answered.insert(
-            answer
-                .unwrap_or_else(|e| panic!("{e}\n{}", cluster.logs()))
-                .task,
-        );
-    }
-    assert_eq!(
-        answered.len(),
-        2,
-        "round robin over both tasks: {answered:?}"
-    );
+    assert_round_robin_over_both_tasks(&cluster, port).await;
 
     for _ in 0..2 {
         let client = TcpStream::connect(loopback(port)).await.unwrap();
@@ -554,13 +541,7 @@ async fn on_loopback_connect_goes_straight_to_a_ready_task_and_the_hook_goes_wit
     );
 
     // A container's 127.0.0.1 is its own: the same port there is refused.
-    let local = ready
-        .spec
-        .endpoints
-        .iter()
-        .find(|endpoint| endpoint.node == cluster.node("n1"))
-        .expect("a task on n1");
-    let network = task_network(&cluster, &local.task).await;
+    let network = network_of_n1s_task(&cluster, &ready).await;
     let url = format!("http://127.0.0.1:{port}/");
     let output = run_on(&cluster, &network, &["dctl-test/server:1", "--check", &url]).await;
     assert!(
@@ -594,6 +575,35 @@ async fn on_loopback_connect_goes_straight_to_a_ready_task_and_the_hook_goes_wit
         refused.is_err(),
         "answered after the agent was killed: {refused:?}"
     );
+}
+
+/// Eight requests on loopback `port` are answered by two tasks.
+async fn assert_round_robin_over_both_tasks(cluster: &Cluster, port: u16) {
+    let mut answered = std::collections::BTreeSet::new();
+    for _ in 0..8 {
+        let answer = get_once(port).await;
+        answered.insert(
+            answer
+                .unwrap_or_else(|e| panic!("{e}\n{}", cluster.logs()))
+                .task,
+        );
+    }
+    assert_eq!(
+        answered.len(),
+        2,
+        "round robin over both tasks: {answered:?}"
+    );
+}
+
+/// The Docker network of `n1`'s task among the Ready endpoints.
+async fn network_of_n1s_task(cluster: &Cluster, ready: &dctl_apis::Endpoints) -> String {
+    let local = ready
+        .spec
+        .endpoints
+        .iter()
+        .find(|endpoint| endpoint.node == cluster.node("n1"))
+        .expect("a task on n1");
+    task_network(cluster, &local.task).await
 }
 
 /// Service `web` with two tasks, one on each node, published on `port`.
@@ -636,22 +646,8 @@ async fn on_loopback_the_nftables_path_serves_clients_and_keeps_containers_off_t
             },
         )
         .await;
-    let mut answered = std::collections::BTreeSet::new();
-    for _ in 0..8 {
-        let answer = get_once(port).await;
-        answered.insert(
-            answer
-                .unwrap_or_else(|e| panic!("{e}\n{}", cluster.logs()))
-                .task,
-        );
-    }
-    assert_eq!(
-        answered.len(),
-        2,
-        "round robin over both tasks: {answered:?}"
-    );
+    assert_round_robin_over_both_tasks(&cluster, port).await;
 
-    let node = cluster.node("n1");
     let rules = proxy_rules(pid).expect("the proxy's nftables table");
     let connections = dnat_connections(&rules, &rule);
     assert!(
@@ -660,13 +656,7 @@ async fn on_loopback_the_nftables_path_serves_clients_and_keeps_containers_off_t
     );
 
     // The bridge of n1's task routes loopback sources now.
-    let local = ready
-        .spec
-        .endpoints
-        .iter()
-        .find(|endpoint| endpoint.node == node)
-        .expect("a task on n1");
-    let network = task_network(&cluster, &local.task).await;
+    let network = network_of_n1s_task(&cluster, &ready).await;
     let bridge = bridge_of(&network).await;
     let setting = format!("/proc/sys/net/ipv4/conf/{bridge}/route_localnet");
     assert_eq!(
