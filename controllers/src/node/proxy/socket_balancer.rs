@@ -107,16 +107,17 @@ impl SocketBalancer {
         let mut program = EbpfLoader::new()
             .override_global("catch_address", &catch_address, true)
             .load(PROGRAM)?;
-        for hook in ["connect4", "getpeername4"] {
-            let hook: &mut CgroupSockAddr = program
-                .program_mut(hook)
-                .expect("the program has both hooks")
-                .try_into()?;
-            hook.load()?;
+        const HOOKS: [&str; 2] = ["connect4", "getpeername4"];
+        // Both are verified before either is attached: a kernel that refuses one gets
+        // neither.
+        for hook in HOOKS {
+            hook_of(&mut program, hook)?.load()?;
+        }
+        for hook in HOOKS {
             // A BPF link (aya's choice from Linux 5.7 on), which always runs beside the
             // other programs there (other proxies on this host have their own) and takes
             // no flags: the kernel refuses ALLOW_MULTI on a link.
-            hook.attach(&cgroup, CgroupAttachMode::Single)?;
+            hook_of(&mut program, hook)?.attach(&cgroup, CgroupAttachMode::Single)?;
         }
         let map = program
             .take_map("published_ports")
@@ -167,6 +168,14 @@ impl SocketBalancer {
         }
         Ok(())
     }
+}
+
+/// One of the program's two hooks.
+fn hook_of<'a>(program: &'a mut Ebpf, hook: &str) -> Result<&'a mut CgroupSockAddr, Unavailable> {
+    Ok(program
+        .program_mut(hook)
+        .expect("the program has both hooks")
+        .try_into()?)
 }
 
 /// `error` and what caused it, down the chain: aya's errors name the syscall that failed
