@@ -656,6 +656,49 @@ async fn a_task_failing_its_liveness_probe_is_killed_and_replaced_with_its_resta
     );
 }
 
+/// The object-size limit (512 KiB as JSON) leaves etcd room to spare: a Service just under
+/// it applies, and its Tasks, each a copy of the template written with its node's
+/// assignment in one transaction, are stored, run and get Ready. Just over it, `dctl
+/// apply` refuses it before anything is written and names the field that holds the bytes.
+#[tokio::test]
+async fn a_service_just_under_the_size_limit_runs_and_one_over_is_refused() {
+    let mut cluster = Cluster::start("size-limit").await;
+    cluster.start_agent("n1", &[]);
+    // Environment strings of 120,000 bytes each: exec takes at most 128 KiB per string.
+    let padded = |strings: usize| {
+        let env: Vec<String> = (0..strings)
+            .map(|i| format!("{{name: PAD{i}, value: {}}}", "x".repeat(120_000)))
+            .collect();
+        service("big", 2, &format!("    env: [{}]\n", env.join(", ")))
+    };
+
+    let over = cluster.env.write("over.yaml", &padded(5));
+    let refused = cluster
+        .env
+        .dctl(&["apply", "-f", over.to_str().unwrap()])
+        .await;
+    assert_eq!(refused.code, 3, "{refused:#?}");
+    for expected in ["over.yaml", "spec.template.env", "more than the 524288"] {
+        assert!(refused.stderr.contains(expected), "{}", refused.stderr);
+    }
+    let store = cluster.env.store().await;
+    let services = store.list::<Service>(None).await.unwrap();
+    assert!(services.items.is_empty(), "written: {:?}", services.items);
+
+    cluster.apply("under.yaml", &padded(4)).await;
+    cluster.running(Some("big"), 2, CONVERGE).await;
+    cluster
+        .wait_for("READY 2/2", CONVERGE, || async {
+            let out = cluster.env.dctl(&["get", "svc", "big", "-n", "e2e"]).await;
+            out.stdout.contains("2/2").then_some(())
+        })
+        .await;
+    for task in cluster.tasks("e2e").await {
+        let stored = serde_json::to_vec(&task).unwrap().len();
+        assert!(stored > 480_000, "{} is {stored} bytes", task.metadata.name);
+    }
+}
+
 async fn http_post(address: &str, path: &str) -> Option<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(format!("{address}:8080"))
