@@ -70,19 +70,36 @@ impl Drop for Daemon {
     }
 }
 
-/// The nftables table of the proxy in process `pid` (`dctl_proxy_<pid>_<start time>`),
-/// if it has one.
+/// The nftables table of the proxy in process `pid` of this pid namespace
+/// (`dctl_proxy_<pid namespace>_<pid>_<start time>`), if it has one.
 pub fn proxy_table(pid: u32) -> Option<String> {
-    let output = std::process::Command::new("nft")
+    let prefix = format!("dctl_proxy_{}_{pid}_", own_pid_namespace()?);
+    proxy_tables()
+        .into_iter()
+        .find(|table| table.starts_with(&prefix))
+}
+
+/// This process's pid namespace, as proxy tables name it (an inode number).
+pub fn own_pid_namespace() -> Option<String> {
+    let link = std::fs::read_link("/proc/self/ns/pid").ok()?;
+    let namespace = link.to_str()?.strip_prefix("pid:[")?.strip_suffix(']')?;
+    Some(namespace.to_string())
+}
+
+/// Every proxy's table on this host, by name; none when `nft` cannot list them.
+pub fn proxy_tables() -> Vec<String> {
+    let Ok(output) = std::process::Command::new("nft")
         .args(["list", "tables", "ip"])
         .output()
-        .ok()?;
-    let prefix = format!("table ip dctl_proxy_{pid}_");
+    else {
+        return Vec::new();
+    };
     String::from_utf8_lossy(&output.stdout)
         .lines()
-        .find(|line| line.starts_with(&prefix))
-        .and_then(|line| line.strip_prefix("table ip "))
+        .filter_map(|line| line.strip_prefix("table ip "))
+        .filter(|table| table.starts_with("dctl_proxy_"))
         .map(str::to_string)
+        .collect()
 }
 
 /// The rules of the proxy in process `pid` (`nft list table`), `None` when it has no
@@ -223,6 +240,20 @@ impl Cluster {
     /// `--proxy-bind 127.0.0.1` and the others `--no-proxy`, since agents on one host
     /// would otherwise all listen on the same published ports.
     pub fn start_agent_with(&mut self, short: &str, extra: &[&str]) -> String {
+        self.start_agent_under(&[], short, extra)
+    }
+
+    /// Starts the agent of node `short` like [`Cluster::start_agent_with`], in a pid
+    /// namespace of its own, as in a container (`unshare`, with its own `/proc`). Killing
+    /// it kills the namespace's only process, and with it the namespace.
+    pub fn start_agent_in_pid_namespace(&mut self, short: &str, extra: &[&str]) -> String {
+        let unshare = ["unshare", "--pid", "--mount-proc", "--kill-child"];
+        self.start_agent_under(&unshare, short, extra)
+    }
+
+    /// Starts the agent of node `short` as `wrapper` `dctl agent …` (`dctl agent …` when
+    /// `wrapper` is empty).
+    fn start_agent_under(&mut self, wrapper: &[&str], short: &str, extra: &[&str]) -> String {
         let node = self.node(short);
         let (key, value) = self.leftovers.label();
         let container_label = format!("{key}={value}");
@@ -236,7 +267,7 @@ impl Cluster {
             "127.0.0.1:0",
         ];
         args.extend_from_slice(extra);
-        let daemon = self.spawn(&args);
+        let daemon = self.spawn_under(wrapper, &args);
         self.agents.insert(node.clone(), daemon);
         node
     }
@@ -249,6 +280,11 @@ impl Cluster {
     }
 
     fn spawn(&mut self, args: &[&str]) -> Daemon {
+        self.spawn_under(&[], args)
+    }
+
+    /// `dctl ARGS`, or `WRAPPER… dctl ARGS`.
+    fn spawn_under(&mut self, wrapper: &[&str], args: &[&str]) -> Daemon {
         self.logs += 1;
         let log = self
             .env
@@ -257,7 +293,15 @@ impl Cluster {
             .join(format!("daemon-{}-{}.log", self.logs, args[0]));
         let file = std::fs::File::create(&log).expect("create daemon log");
         let err = file.try_clone().expect("clone log handle");
-        let child = Command::new(dctl_binary())
+        let mut command = match wrapper.split_first() {
+            Some((program, wrapper_args)) => {
+                let mut command = Command::new(program);
+                command.args(wrapper_args).arg(dctl_binary());
+                command
+            }
+            None => Command::new(dctl_binary()),
+        };
+        let child = command
             .args(args)
             .env("DCTL_ETCD", self.env.endpoint())
             .env("XDG_STATE_HOME", self.env.dir.path().join("state"))

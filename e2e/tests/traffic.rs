@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 
 use dctl_apis::Task;
-use dctl_e2e::cluster::{docker0_address, nft_table, proxy_rules, proxy_table, Cluster};
+use dctl_e2e::cluster::{
+    docker0_address, nft_table, own_pid_namespace, proxy_rules, proxy_table, proxy_tables, Cluster,
+};
 use dctl_e2e::load::{free_port, get_once, get_once_at, loopback, post, Load, Tally};
 use dctl_e2e::swarm::{docker_cli, stderr};
 use dctl_e2e::traffic::{
@@ -505,6 +507,55 @@ async fn off_loopback_the_kernel_path_gates_traffic_and_its_rules_go_with_the_pr
     let agent = cluster.agents.get_mut(&node).unwrap();
     assert_eq!(agent.interrupt().await, Some(0));
     assert_eq!(proxy_rules(pid), None, "the table outlived its proxy");
+}
+
+/// A proxy in a pid namespace of its own (an agent in a container; here `unshare`) keeps
+/// its table beside the host's: neither takes the other's pids for its own processes.
+/// Once the namespace's last process is gone, the host's proxy deletes its table.
+#[tokio::test]
+async fn proxies_in_other_pid_namespaces_keep_their_tables_until_the_namespace_is_gone() {
+    let mut cluster = Cluster::start_with_proxy_on_n1_at("traffic-pidns", docker0_address()).await;
+    // Loopback on the nftables rules, so that this proxy has a table too.
+    let args = ["--proxy-bind", "127.0.0.1", "--proxy-loopback", "nftables"];
+    let n3 = cluster.start_agent_in_pid_namespace("n3", &args);
+    let own = own_pid_namespace().expect("a pid namespace");
+    let host_table = cluster
+        .wait_for("n1's table", CONVERGE, || async {
+            proxy_table(proxy_pid(&cluster))
+        })
+        .await;
+    let foreign = cluster
+        .wait_for("n3's table, of another pid namespace", CONVERGE, || async {
+            proxy_tables()
+                .into_iter()
+                .find(|table| !table.starts_with(&format!("dctl_proxy_{own}_")))
+        })
+        .await;
+
+    // Three retry periods of each proxy looking at the other's table.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let tables = proxy_tables();
+    assert!(
+        tables.contains(&host_table),
+        "{tables:?}\n{}",
+        cluster.logs()
+    );
+    assert!(tables.contains(&foreign), "{tables:?}\n{}", cluster.logs());
+    for node in [cluster.node("n1"), n3.clone()] {
+        let log = cluster.agents[&node].log_text();
+        assert!(!log.contains("deleted the nftables table"), "{node}: {log}");
+        assert!(!log.contains("removed by something else"), "{node}: {log}");
+    }
+
+    cluster.kill_agent(&n3).await;
+    cluster
+        .wait_for(
+            "the gone namespace's table to be deleted",
+            CONVERGE,
+            || async { (!proxy_tables().contains(&foreign)).then_some(()) },
+        )
+        .await;
+    assert!(proxy_tables().contains(&host_table), "{}", cluster.logs());
 }
 
 /// Loopback clients are balanced inside their own connect(): the socket is connected to

@@ -22,10 +22,9 @@
 //! every port with no Ready endpoint: the user-space listener still owns the port and
 //! resets such connections at once.
 //!
-//! Each proxy owns one table, `ip dctl_proxy_<pid>_<start time>`; it deletes it on a clean
-//! stop, and the other proxies on the host delete the tables of processes that are gone
-//! (at start, then on every retry tick). The start time (the kernel's, in clock ticks since
-//! boot) tells a live owner from a later process that was given the same pid.
+//! Each proxy owns one table, `ip dctl_proxy_<pid namespace>_<pid>_<start time>`; it
+//! deletes it on a clean stop, and the other proxies on the host delete the tables of
+//! processes that are gone (at start, then on every retry tick; [`super::table_owner`]).
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr, SocketAddrV4};
@@ -36,9 +35,7 @@ use tokio::process::Command;
 
 use super::balancer::Backend;
 use super::localnet::{guard_ruleset, Localnet, GUARD_TABLE};
-
-/// The tables of every proxy are named this, then the owner's process id and start time.
-const TABLE_PREFIX: &str = "dctl_proxy_";
+use super::table_owner::{host_liveness, Liveness, Owner};
 
 /// The packet mark of a connection DNAT'd here, so that the masquerade on its way out
 /// (to another node) touches no one else's connections to the same address.
@@ -144,7 +141,7 @@ impl KernelPath {
     /// used here (no `nft`, no privilege).
     pub async fn start(bind: IpAddr, loopback_in_kernel: bool) -> Option<KernelPath> {
         let catch = Catch::of(bind, loopback_in_kernel)?;
-        let Some(table) = table_of(std::process::id()) else {
+        let Some(table) = Owner::this_process().map(|owner| owner.table()) else {
             tracing::warn!("no /proc to name this proxy's nftables table by; published ports are served in user space only");
             return None;
         };
@@ -313,7 +310,10 @@ impl KernelPath {
 /// it looked at; `None` when `nft` could not list the tables.
 async fn remove_tables_of_dead_proxies() -> Option<String> {
     let listing = nft("list tables\n").await.ok()?;
-    for table in dead_proxy_tables(&listing, table_of) {
+    let Some(liveness) = host_liveness() else {
+        return Some(listing);
+    };
+    for table in dead_proxy_tables(&listing, &liveness) {
         match nft(&format!("delete table ip {table}\n")).await {
             Ok(_) => tracing::info!(table, "deleted the nftables table of a proxy that is gone"),
             Err(error) => {
@@ -331,31 +331,21 @@ fn listed(listing: &str, table: &str) -> bool {
         .any(|line| line.trim().strip_prefix("table ip ") == Some(table))
 }
 
-/// The table a proxy in live process `pid` owns; `None` when there is no such process.
-fn table_of(pid: u32) -> Option<String> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    Some(format!("{TABLE_PREFIX}{pid}_{}", start_time(&stat)?))
-}
-
-/// The start time in a `/proc/<pid>/stat` line: its 22nd field, the 20th after the
-/// command name, which is in parentheses and may itself hold spaces and parentheses.
-fn start_time(stat: &str) -> Option<u64> {
-    let (_, after_name) = stat.rsplit_once(')')?;
-    after_name.split_whitespace().nth(19)?.parse().ok()
-}
-
-/// The proxy tables in `nft list tables` output whose owner is gone: no live process
-/// has that pid, or the one that has it started later. `table_of` names the table of a
-/// live pid.
-fn dead_proxy_tables(listing: &str, table_of: impl Fn(u32) -> Option<String>) -> Vec<String> {
+/// The IPv4 proxy tables in `nft list tables` output whose owner is gone.
+fn dead_proxy_tables<StartTime, NamespaceInUse>(
+    listing: &str,
+    liveness: &Liveness<StartTime, NamespaceInUse>,
+) -> Vec<String>
+where
+    StartTime: Fn(u32) -> Option<u64>,
+    NamespaceInUse: Fn(u64) -> bool,
+{
     listing
         .lines()
         .filter_map(|line| line.trim().strip_prefix("table ip "))
         .filter(|table| {
-            let pid = table
-                .strip_prefix(TABLE_PREFIX)
-                .and_then(|owner| owner.split('_').next()?.parse().ok());
-            pid.is_some_and(|pid| table_of(pid).as_deref() != Some(*table))
+            Owner::of_table(table, liveness.own_namespace)
+                .is_some_and(|owner| liveness.is_gone(&owner))
         })
         .map(str::to_string)
         .collect()
@@ -501,18 +491,24 @@ mod tests {
 
     #[test]
     fn only_tables_of_dead_proxies_are_swept() {
-        let listing = "table ip nat\ntable ip dctl_proxy_1_100\ntable ip dctl_proxy_2_200\n\
-                       table ip dctl_proxy_3_300\ntable ip6 dctl_proxy_4_400\n\
+        let listing = "table ip nat\ntable ip dctl_proxy_5_1_100\ntable ip dctl_proxy_5_2_200\n\
+                       table ip dctl_proxy_5_3_300\ntable ip6 dctl_proxy_5_4_400\n\
+                       table ip dctl_proxy_6_1_100\ntable ip dctl_proxy_2_200\n\
                        table ip dctl_proxy_x\ntable inet filter\n";
-        // Process 2 is the table's owner; 3 is a later process given the same pid.
-        let live = |pid| match pid {
-            2 => Some("dctl_proxy_2_200".to_string()),
-            3 => Some("dctl_proxy_3_999".to_string()),
-            _ => None,
+        // Process 2 is the table's owner; 3 is a later process given the same pid; a
+        // table of namespace 6 is judged by whoever can see it.
+        let liveness = Liveness {
+            own_namespace: 5,
+            start_time_of: |pid| match pid {
+                2 => Some(200),
+                3 => Some(999),
+                _ => None,
+            },
+            namespace_in_use: |_| false,
         };
         assert_eq!(
-            dead_proxy_tables(listing, live),
-            ["dctl_proxy_1_100", "dctl_proxy_3_300"]
+            dead_proxy_tables(listing, &liveness),
+            ["dctl_proxy_5_1_100", "dctl_proxy_5_3_300"]
         );
     }
 
@@ -523,16 +519,5 @@ mod tests {
         assert!(!listed(listing, "dctl_proxy_2_20"));
         // Only IPv4 tables: the guard is one.
         assert!(!listed(listing, GUARD_TABLE));
-    }
-
-    #[test]
-    fn a_live_process_names_its_table_by_pid_and_start_time() {
-        // The command name may hold spaces and parentheses.
-        let stat = "4242 (tokio (rt) x) S 1 4242 4242 0 -1 4194560 1 0 0 0 3 1 0 0 20 0 \
-                    9 0 123456 2000000 300";
-        assert_eq!(start_time(stat), Some(123_456));
-        let mine = table_of(std::process::id()).unwrap();
-        assert!(mine.starts_with(&format!("dctl_proxy_{}_", std::process::id())));
-        assert_eq!(table_of(std::process::id()), Some(mine));
     }
 }

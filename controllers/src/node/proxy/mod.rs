@@ -34,6 +34,7 @@ pub mod localnet;
 #[cfg(target_os = "linux")]
 pub mod pipes;
 pub mod socket_balancer;
+pub mod table_owner;
 pub mod udp;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
