@@ -9,7 +9,9 @@
 //!    the container's address; the sides interleaved, `ROUNDS` rounds each (`BULK_ROUNDS`
 //!    streams):
 //!    - on loopback: dctl's socket balancer (the client's connect() sent straight to the
-//!      container by a BPF program) beside Docker's `docker-proxy` (a container published with `-p 127.0.0.1:PORT:8080`;
+//!      container by a BPF program), and its fallback, the nftables rules (DNAT on
+//!      output, masqueraded; a second cluster, whose proxy is told
+//!      `--proxy-loopback nftables`), beside Docker's `docker-proxy` (a container published with `-p 127.0.0.1:PORT:8080`;
 //!      Docker serves loopback in user space by default);
 //!    - on a host address (docker0's): dctl's kernel path beside Docker's own DNAT of a
 //!      container published on that address, which is how both serve clients from other
@@ -31,7 +33,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use dctl_apis::Task;
-use dctl_e2e::cluster::{docker0_address, Cluster};
+use dctl_e2e::cluster::{docker0_address, proxy_rules, Cluster};
 use dctl_e2e::load::{free_port, get_once_at, loopback, post};
 use dctl_e2e::stats::{median, ms, percentile};
 use dctl_e2e::swarm::{docker_cli, stderr};
@@ -59,8 +61,15 @@ const PERIOD: Duration = Duration::from_secs(1);
 async fn main() {
     let any = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
     let cluster = Cluster::start_with_proxy_on_n1_at("bench-proxy", any).await;
+    // Its own Endpoints, so the first cluster's socket balancer leaves its port alone.
+    let fallback = Cluster::start_with_proxy_on_n1_args(
+        "bench-proxy-nftables",
+        &["--proxy-bind", "127.0.0.1", "--proxy-loopback", "nftables"],
+    )
+    .await;
     println!("the routing-mesh proxy beside docker-proxy and a direct connection, one run\n");
-    throughput(&cluster).await;
+    throughput(&cluster, &fallback).await;
+    drop(fallback);
     let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
     readiness_reaction(&cluster, "flip", "loopback (at connect)", loopback).await;
     let host = docker0_address();
@@ -68,7 +77,7 @@ async fn main() {
     scaling(&cluster).await;
 }
 
-/// Part 2: short requests and a bulk stream, five ways.
+/// Part 2: short requests and a bulk stream, six ways.
 ///
 /// Every side has a backend of its own. Linux gives each pair of addresses its own TCP
 /// timestamp clock, and a client on this host reaching one container both through DNAT
@@ -77,11 +86,12 @@ async fn main() {
 /// connections its TIME_WAIT sockets remember: PAWS drops them and the client retransmits
 /// a second later. Sharing a container, every DNAT side showed ~1 s stalls on 1 % of its
 /// connections that neither path has alone (docs/proxy.md).
-async fn throughput(cluster: &Cluster) {
-    let (port, host_port) = (free_port(), free_port());
+async fn throughput(cluster: &Cluster, fallback: &Cluster) {
+    let (port, host_port, nftables_port) = (free_port(), free_port(), free_port());
     let direct = pinned_task(cluster, "bulk", free_port()).await;
     pinned_task(cluster, "bulk-lo", port).await;
     pinned_task(cluster, "bulk-host", host_port).await;
+    pinned_task(fallback, "bulk-lo-nft", nftables_port).await;
     let (peer_port, peer_host_port, host) = (free_port(), free_port(), docker0_address());
     start_peer(cluster, "peer", IpAddr::V4(Ipv4Addr::LOCALHOST), peer_port).await;
     start_peer(cluster, "peer-host", host, peer_host_port).await;
@@ -91,6 +101,7 @@ async fn throughput(cluster: &Cluster) {
         ("dctl nftables", SocketAddr::new(host, host_port)),
         ("Docker DNAT", SocketAddr::new(host, peer_host_port)),
         ("direct", direct),
+        ("dctl lo nftables", loopback(nftables_port)),
     ];
     for (name, address) in sides {
         cluster
@@ -121,6 +132,20 @@ async fn throughput(cluster: &Cluster) {
         }
     );
     drop(client);
+    let rules = proxy_rules(
+        fallback.agents[&fallback.node("n1")]
+            .pid()
+            .expect("n1 runs"),
+    );
+    let rule = format!("ip daddr 127.0.0.1 tcp dport {nftables_port} ");
+    println!(
+        "the fallback's loopback clients on its nftables rules: {}",
+        if rules.is_some_and(|rules| rules.contains(&rule)) {
+            "yes (its table has an output rule for 127.0.0.1 on the port)"
+        } else {
+            "NO (no loopback rule for the port)"
+        }
+    );
 
     let mut short: Vec<Vec<ShortRound>> = sides.iter().map(|_| Vec::new()).collect();
     let mut single: Vec<Vec<ShortRound>> = sides.iter().map(|_| Vec::new()).collect();
@@ -146,7 +171,7 @@ async fn throughput(cluster: &Cluster) {
         BULK_BYTES >> 20
     );
     println!(
-        "{:<15} {:>9} {:>8} {:>8} {:>7} {:>9} {:>10} {:>10}",
+        "{:<17} {:>9} {:>8} {:>8} {:>7} {:>9} {:>10} {:>10}",
         "side", "req/s", "p50 ms", "p99 ms", "errors", "MiB/s", "1 p50 ms", "1 p99 ms"
     );
     let mut summary = Vec::new();
@@ -165,7 +190,7 @@ async fn throughput(cluster: &Cluster) {
             bulk: median_f64(bulk[i].clone()),
         };
         println!(
-            "{name:<15} {:>9.0} {:>8.2} {:>8.2} {errors:>7} {:>9.0} {:>10.2} {:>10.2}",
+            "{name:<17} {:>9.0} {:>8.2} {:>8.2} {errors:>7} {:>9.0} {:>10.2} {:>10.2}",
             side.rate,
             ms(side.p50),
             ms(side.p99),
@@ -189,6 +214,12 @@ async fn throughput(cluster: &Cluster) {
             &summary[2],
             &summary[3],
             "Docker DNAT",
+        ),
+        (
+            "loopback (nftables, the fallback)",
+            &summary[5],
+            &summary[1],
+            "docker-proxy",
         ),
     ] {
         let added_p99 = ms(dctl.p99) - ms(direct.p99);

@@ -2,7 +2,7 @@
 # The proxy benchmark (issue 4): dctl's routing-mesh proxy beside docker-proxy and a direct
 # connection (short requests, a bulk stream), how fast it acts on a readiness change, and
 # failed requests while scaling with and without readiness gating, all in one run. Release
-# builds; takes about 3 minutes. Other work on the machine skews the figures: run it on an
+# builds; takes about 5 minutes once built. Other work on the machine skews the figures: run it on an
 # otherwise idle one.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
