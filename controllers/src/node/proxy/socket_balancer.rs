@@ -16,9 +16,11 @@
 //! process, so the kernel removes it when the agent exits, however it exits: a killed
 //! agent leaves nothing behind.
 //!
-//! Needs cgroup v2 mounted, Linux 5.8 or later (connect and getpeername hooks, network
-//! namespace cookies, socket storage), and CAP_BPF or root. Where that is not so, the
-//! proxy falls back to the nftables rules of [`super::localnet`].
+//! Needs cgroup v2 mounted, CAP_BPF or root, and a kernel with the connect and getpeername
+//! hooks, network namespace cookies, and socket storage in those hooks: 5.8 at the very
+//! least, and tested on 6.18 only. A kernel that lacks a part refuses the program when it
+//! is loaded, before anything is attached, and the proxy falls back to the nftables rules
+//! of [`super::localnet`].
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddrV4};
