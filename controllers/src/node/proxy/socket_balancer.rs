@@ -22,7 +22,7 @@
 //! is loaded, before anything is attached, and the proxy falls back to the nftables rules
 //! of [`super::localnet`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddrV4};
 
 use aya::maps::{HashMap, MapData};
@@ -71,6 +71,8 @@ pub struct SocketBalancer {
     ports: HashMap<MapData, u32, Entry>,
     /// What the map holds, by port.
     written: BTreeMap<u16, Vec<SocketAddrV4>>,
+    /// Ports left out for having more than [`MAX_ENDPOINTS`], so that each is logged once.
+    too_many: BTreeSet<u16>,
 }
 
 impl SocketBalancer {
@@ -128,6 +130,7 @@ impl SocketBalancer {
             ports: HashMap::try_from(map)?,
             _program: program,
             written: BTreeMap::new(),
+            too_many: BTreeSet::new(),
         })
     }
 
@@ -139,9 +142,18 @@ impl SocketBalancer {
     /// When the kernel refuses an update; what was written before stays, and the next
     /// call tries again.
     pub fn apply(&mut self, ports: &[KernelPort]) -> Result<(), aya::maps::MapError> {
+        let too_many: BTreeSet<u16> = ports
+            .iter()
+            .filter(|port| port.endpoints.len() > MAX_ENDPOINTS)
+            .map(|port| port.port)
+            .collect();
+        for port in too_many.difference(&self.too_many) {
+            tracing::warn!(port, max = MAX_ENDPOINTS, "more Ready endpoints than the socket balancer holds; the port's loopback clients go through user space");
+        }
+        self.too_many = too_many;
         let wanted: BTreeMap<u16, Vec<SocketAddrV4>> = ports
             .iter()
-            .filter(|port| port.endpoints.len() <= MAX_ENDPOINTS)
+            .filter(|port| !self.too_many.contains(&port.port))
             .map(|port| {
                 let addresses = port.endpoints.iter().map(|endpoint| endpoint.address);
                 (port.port, addresses.collect())
