@@ -32,12 +32,7 @@ async fn apply_scale_and_delete_converge_the_containers() {
     cluster.start_agent("n1", &[]);
     cluster.apply("web.yaml", &service("web", 3, "")).await;
     cluster.running(Some("web"), 3, CONVERGE).await;
-    cluster
-        .wait_for("READY 3/3", CONVERGE, || async {
-            let out = cluster.env.dctl(&["get", "svc", "web", "-n", "e2e"]).await;
-            out.stdout.contains("3/3").then_some(())
-        })
-        .await;
+    wait_until_ready(&cluster, "web", 3).await;
 
     cluster
         .env
@@ -154,12 +149,7 @@ async fn an_etcd_outage_is_ridden_out_and_the_cluster_converges_without_duplicat
             (now.len() == 2 && !now.iter().any(|c| c.id == before[0].id)).then_some(now)
         })
         .await;
-    cluster
-        .wait_for("READY 2/2", CONVERGE, || async {
-            let out = cluster.env.dctl(&["get", "svc", "web", "-n", "e2e"]).await;
-            out.stdout.contains("2/2").then_some(())
-        })
-        .await;
+    wait_until_ready(&cluster, "web", 2).await;
     // Settled: nothing more starts, and each running task has a slot of its own.
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(running_now(&cluster, "web").len(), 2, "{}", cluster.logs());
@@ -687,16 +677,22 @@ async fn a_service_just_under_the_size_limit_runs_and_one_over_is_refused() {
 
     cluster.apply("under.yaml", &padded(4)).await;
     cluster.running(Some("big"), 2, CONVERGE).await;
-    cluster
-        .wait_for("READY 2/2", CONVERGE, || async {
-            let out = cluster.env.dctl(&["get", "svc", "big", "-n", "e2e"]).await;
-            out.stdout.contains("2/2").then_some(())
-        })
-        .await;
+    wait_until_ready(&cluster, "big", 2).await;
     for task in cluster.tasks("e2e").await {
         let stored = serde_json::to_vec(&task).unwrap().len();
         assert!(stored > 480_000, "{} is {stored} bytes", task.metadata.name);
     }
+}
+
+/// Waits until `dctl get svc` shows all `replicas` of service `name` Ready.
+async fn wait_until_ready(cluster: &Cluster, name: &str, replicas: u32) {
+    let ready = format!("{replicas}/{replicas}");
+    cluster
+        .wait_for(&format!("READY {ready}"), CONVERGE, || async {
+            let out = cluster.env.dctl(&["get", "svc", name, "-n", "e2e"]).await;
+            out.stdout.contains(&ready).then_some(())
+        })
+        .await;
 }
 
 async fn http_post(address: &str, path: &str) -> Option<String> {

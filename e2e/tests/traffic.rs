@@ -27,10 +27,7 @@ use dctl_e2e::traffic::{
 
 #[tokio::test]
 async fn scaling_under_load_drops_no_request() {
-    let cluster = Cluster::start_with_proxy_on_n1("traffic-gated").await;
-    let port = free_port();
-    let tally = scale_under_load(&cluster, port, "").await;
-    assert_no_request_lost(&cluster, &tally);
+    let (_cluster, port) = scaling_on_loopback("traffic-gated", &[]).await;
     // Balanced at connect(): the client's socket is connected to the task itself.
     let client = TcpStream::connect(loopback(port)).await.unwrap();
     let local = client.local_addr().unwrap();
@@ -41,14 +38,8 @@ async fn scaling_under_load_drops_no_request() {
 /// iptables mode serves them (the fallback where the kernel cannot balance at connect()).
 #[tokio::test]
 async fn scaling_under_load_drops_no_request_with_loopback_in_nftables() {
-    let cluster = Cluster::start_with_proxy_on_n1_args(
-        "traffic-gated-nftables",
-        &["--proxy-bind", "127.0.0.1", "--proxy-loopback", "nftables"],
-    )
-    .await;
-    let port = free_port();
-    let tally = scale_under_load(&cluster, port, "").await;
-    assert_no_request_lost(&cluster, &tally);
+    let nftables = ["--proxy-loopback", "nftables"];
+    let (cluster, port) = scaling_on_loopback("traffic-gated-nftables", &nftables).await;
     // The rule written for the last scale took connections.
     let rules = proxy_rules(proxy_pid(&cluster)).expect("the proxy's nftables table");
     let rule = format!("ip daddr 127.0.0.1 tcp dport {port} ");
@@ -59,18 +50,25 @@ async fn scaling_under_load_drops_no_request_with_loopback_in_nftables() {
 /// serves them: the agent writes no nftables rules at all.
 #[tokio::test]
 async fn scaling_under_load_drops_no_request_with_loopback_in_user_space() {
-    let cluster = Cluster::start_with_proxy_on_n1_args(
-        "traffic-gated-user-space",
-        &["--proxy-bind", "127.0.0.1", "--proxy-loopback", "userspace"],
-    )
-    .await;
-    let tally = scale_under_load(&cluster, free_port(), "").await;
-    assert_no_request_lost(&cluster, &tally);
+    let userspace = ["--proxy-loopback", "userspace"];
+    let (cluster, _port) = scaling_on_loopback("traffic-gated-user-space", &userspace).await;
     assert_eq!(
         proxy_table(proxy_pid(&cluster)),
         None,
         "rules written for a user-space proxy"
     );
+}
+
+/// The scaling experiment on loopback, `n1`'s proxy bound to 127.0.0.1 and given
+/// `loopback_args`, with its verdict; the cluster and the published port.
+async fn scaling_on_loopback(test: &str, loopback_args: &[&str]) -> (Cluster, u16) {
+    let mut args = vec!["--proxy-bind", "127.0.0.1"];
+    args.extend_from_slice(loopback_args);
+    let cluster = Cluster::start_with_proxy_on_n1_args(test, &args).await;
+    let port = free_port();
+    let tally = scale_under_load(&cluster, port, "").await;
+    assert_no_request_lost(&cluster, &tally);
+    (cluster, port)
 }
 
 /// The experiment's verdict: no request failed, enough were answered, and round robin

@@ -23,3 +23,19 @@ pub fn node_name_problem(node: &str) -> Option<&'static str> {
         None
     }
 }
+
+/// An error and its causes on one line (`…client error (Connect): Connection refused`),
+/// each cause only when its parent's text does not already hold it: bollard's and aya's
+/// own texts rarely say what went wrong.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text = format!("{text}: {cause_text}");
+        }
+        source = cause.source();
+    }
+    text
+}

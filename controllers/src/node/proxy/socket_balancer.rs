@@ -92,7 +92,7 @@ impl SocketBalancer {
                 Some(balancer)
             }
             Err(error) => {
-                let error = with_causes(&error);
+                let error = crate::node::error_chain(&error);
                 tracing::warn!(%error, "cannot balance loopback clients at connect(); they take the nftables rules");
                 None
             }
@@ -190,19 +190,6 @@ fn hook_of<'a>(program: &'a mut Ebpf, hook: &str) -> Result<&'a mut CgroupSockAd
         .program_mut(hook)
         .expect("the program has both hooks")
         .try_into()?)
-}
-
-/// `error` and what caused it, down the chain: aya's errors name the syscall that failed
-/// and leave the kernel's answer to their source.
-fn with_causes(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut cause = error.source();
-    while let Some(error) = cause {
-        text.push_str(": ");
-        text.push_str(&error.to_string());
-        cause = error.source();
-    }
-    text
 }
 
 /// The map entry of a port with these Ready endpoints (at most [`MAX_ENDPOINTS`]).

@@ -91,7 +91,7 @@ impl Sweeps {
                 containers.into_iter().map(|c| c.key).collect()
             }
             Err(error) => {
-                let error = observed::error_chain(&error);
+                let error = crate::node::error_chain(&error);
                 if std::mem::replace(&mut self.failing, true) {
                     tracing::debug!(node, error, "Docker still does not answer");
                 } else {

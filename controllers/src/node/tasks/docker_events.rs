@@ -16,8 +16,9 @@ use dctl_runtime::controller::{Trigger, TriggerReason};
 use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
 
-use super::observed::{error_chain, task_of};
+use super::observed::task_of;
 use crate::node::container::LABEL_NODE;
+use crate::node::error_chain;
 
 /// The container events that can change a task's status.
 const ACTIONS: [&str; 5] = ["start", "die", "kill", "oom", "destroy"];

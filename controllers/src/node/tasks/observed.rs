@@ -182,27 +182,12 @@ pub fn status_code(error: &DockerError) -> Option<u16> {
     }
 }
 
-/// The error and its causes on one line (`…client error (Connect): Connection refused`):
-/// bollard's own text rarely says what went wrong.
-pub fn error_chain(error: &DockerError) -> String {
-    let mut text = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text = format!("{text}: {cause_text}");
-        }
-        source = cause.source();
-    }
-    text
-}
-
 /// The engine's own message for an error it answered with, else the error itself.
 pub fn engine_message(error: &DockerError) -> String {
     match error {
         DockerError::DockerResponseServerError { message, .. } => message.clone(),
         DockerError::DockerStreamError { error } => error.clone(),
-        other => error_chain(other),
+        other => crate::node::error_chain(other),
     }
 }
 
