@@ -310,10 +310,9 @@ impl KernelPath {
 /// it looked at; `None` when `nft` could not list the tables.
 async fn remove_tables_of_dead_proxies() -> Option<String> {
     let listing = nft("list tables\n").await.ok()?;
-    let Some(liveness) = host_liveness() else {
-        return Some(listing);
-    };
-    for table in dead_proxy_tables(&listing, &liveness) {
+    let dead =
+        host_liveness().map_or_else(Vec::new, |liveness| dead_proxy_tables(&listing, &liveness));
+    for table in dead {
         match nft(&format!("delete table ip {table}\n")).await {
             Ok(_) => tracing::info!(table, "deleted the nftables table of a proxy that is gone"),
             Err(error) => {
@@ -332,14 +331,7 @@ fn listed(listing: &str, table: &str) -> bool {
 }
 
 /// The IPv4 proxy tables in `nft list tables` output whose owner is gone.
-fn dead_proxy_tables<StartTime, NamespaceInUse>(
-    listing: &str,
-    liveness: &Liveness<StartTime, NamespaceInUse>,
-) -> Vec<String>
-where
-    StartTime: Fn(u32) -> Option<u64>,
-    NamespaceInUse: Fn(u64) -> bool,
-{
+fn dead_proxy_tables(listing: &str, liveness: &Liveness) -> Vec<String> {
     listing
         .lines()
         .filter_map(|line| line.trim().strip_prefix("table ip "))
@@ -499,12 +491,12 @@ mod tests {
         // table of namespace 6 is judged by whoever can see it.
         let liveness = Liveness {
             own_namespace: 5,
-            start_time_of: |pid| match pid {
+            start_time_of: Box::new(|pid| match pid {
                 2 => Some(200),
                 3 => Some(999),
                 _ => None,
-            },
-            namespace_in_use: |_| false,
+            }),
+            namespace_in_use: Box::new(|_| false),
         };
         assert_eq!(
             dead_proxy_tables(listing, &liveness),

@@ -73,19 +73,15 @@ impl Owner {
 }
 
 /// How a proxy in `own_namespace` tells whether an owner is gone.
-pub struct Liveness<StartTime, NamespaceInUse> {
+pub struct Liveness {
     pub own_namespace: u64,
     /// The start time of a live process of the own namespace.
-    pub start_time_of: StartTime,
+    pub start_time_of: Box<dyn Fn(u32) -> Option<u64>>,
     /// Whether any process is in a pid namespace.
-    pub namespace_in_use: NamespaceInUse,
+    pub namespace_in_use: Box<dyn Fn(u64) -> bool>,
 }
 
-impl<StartTime, NamespaceInUse> Liveness<StartTime, NamespaceInUse>
-where
-    StartTime: Fn(u32) -> Option<u64>,
-    NamespaceInUse: Fn(u64) -> bool,
-{
+impl Liveness {
     /// Whether `owner` is known to be gone: no live process of this namespace has its pid,
     /// or the one that has it started later; or, seen from the initial namespace, no
     /// process is left in its namespace.
@@ -99,15 +95,19 @@ where
     }
 }
 
-/// [`Liveness`] read from `/proc`.
-pub type ProcLiveness = Liveness<fn(u32) -> Option<u64>, fn(u64) -> bool>;
-
-/// How this process tells whether an owner is gone, from `/proc`.
-pub fn host_liveness() -> Option<ProcLiveness> {
+/// How this process tells whether an owner is gone, from `/proc`. The processes' pid
+/// namespaces are read once, and only when a table of another namespace asks for them.
+pub fn host_liveness() -> Option<Liveness> {
+    let in_use = std::cell::OnceCell::new();
     Some(Liveness {
         own_namespace: pid_namespace_of("self")?,
-        start_time_of: start_time_of as fn(u32) -> Option<u64>,
-        namespace_in_use: namespace_in_use as fn(u64) -> bool,
+        start_time_of: Box::new(start_time_of),
+        namespace_in_use: Box::new(move |namespace| {
+            in_use
+                .get_or_init(namespaces_in_use)
+                .as_ref()
+                .is_none_or(|in_use| in_use.contains(&namespace))
+        }),
     })
 }
 
@@ -134,22 +134,22 @@ fn pid_namespace_of(process: &str) -> Option<u64> {
         .ok()
 }
 
-/// Whether any process this one can see is in pid namespace `namespace`.
-fn namespace_in_use(namespace: u64) -> bool {
-    let Ok(processes) = std::fs::read_dir("/proc") else {
-        // Nothing can be told: taken for in use, so that nothing is deleted.
-        return true;
-    };
-    processes.flatten().any(|entry| {
-        let name = entry.file_name();
-        let Some(pid) = name
-            .to_str()
-            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
-        else {
-            return false;
-        };
-        pid_namespace_of(pid) == Some(namespace)
-    })
+/// The pid namespaces of the processes this one can see; `None` when `/proc` cannot be
+/// listed, which counts every namespace as in use, so that nothing is deleted.
+fn namespaces_in_use() -> Option<std::collections::BTreeSet<u64>> {
+    let processes = std::fs::read_dir("/proc").ok()?;
+    Some(
+        processes
+            .flatten()
+            .filter_map(|entry| {
+                let name = entry.file_name();
+                let pid = name
+                    .to_str()
+                    .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))?;
+                pid_namespace_of(pid)
+            })
+            .collect(),
+    )
 }
 
 #[cfg(test)]
@@ -188,17 +188,15 @@ mod tests {
 
     /// In the initial namespace: process 2 started at 200, 3 at 999; namespace 50 has
     /// processes, 60 none.
-    fn seen_from(
-        own_namespace: u64,
-    ) -> Liveness<impl Fn(u32) -> Option<u64>, impl Fn(u64) -> bool> {
+    fn seen_from(own_namespace: u64) -> Liveness {
         Liveness {
             own_namespace,
-            start_time_of: |pid| match pid {
+            start_time_of: Box::new(|pid| match pid {
                 2 => Some(200),
                 3 => Some(999),
                 _ => None,
-            },
-            namespace_in_use: |namespace| namespace == 50,
+            }),
+            namespace_in_use: Box::new(|namespace| namespace == 50),
         }
     }
 
